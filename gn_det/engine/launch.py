@@ -1,0 +1,63 @@
+"""`launch`: detectron2's multi-process launcher, plus the CPU (gloo) path v0.6 lacks.
+
+detectron2 v0.6's worker hard-codes NCCL and asserts CUDA; main falls back to GLOO itself. Where
+detectron2's own launcher can run (CUDA present, or a launcher that knows gloo) it is used as is;
+otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine.
+"""
+import importlib
+import logging
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from detectron2.utils import comm
+
+from ..compat import needs_cpu_launch
+
+# The module, not the function `detectron2.engine.launch` that shadows it as an attribute.
+d2_launch_module = importlib.import_module("detectron2.engine.launch")
+DEFAULT_TIMEOUT = d2_launch_module.DEFAULT_TIMEOUT
+logger = logging.getLogger(__name__)
+
+
+def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
+           args=(), timeout=DEFAULT_TIMEOUT):
+    """Same signature and meaning as `detectron2.engine.launch`; on CPU, `num_gpus_per_machine`
+    is the number of processes per machine."""
+    if not needs_cpu_launch():
+        return d2_launch_module.launch(main_func, num_gpus_per_machine, num_machines,
+                                       machine_rank, dist_url, args=args, timeout=timeout)
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        return main_func(*args)
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto works on one machine only; pass tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{d2_launch_module._find_free_port()}"
+    logger.info("launching %d CPU processes per machine with gloo (%s)", num_gpus_per_machine,
+                dist_url)
+    mp.spawn(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
+             args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+                   timeout))
+
+
+def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url,
+                args, timeout):
+    rank = machine_rank * procs_per_machine + local_rank
+    dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank,
+                            timeout=timeout)
+    _create_local_process_group(procs_per_machine)
+    comm.synchronize()
+    main_func(*args)
+
+
+def _create_local_process_group(procs_per_machine):
+    """The group of ranks on this machine, through whichever API this detectron2 has."""
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(procs_per_machine)
+        return
+    machine_rank = dist.get_rank() // procs_per_machine
+    for i in range(dist.get_world_size() // procs_per_machine):
+        group = dist.new_group(list(range(i * procs_per_machine, (i + 1) * procs_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group

@@ -1,0 +1,104 @@
+"""Weight Standardization (Qiao et al. 2019; BiT): WSSpec, WSConv2d and fold_ws.
+
+WSConv2d standardizes each output filter over (in, kh, kw) before convolving, so GN's
+batch-independence extends to the weights. Two conventions exist and pretrained weights depend on
+which one they were trained with:
+- "timm" (BiT / timm StdConv2d): biased variance, eps inside the sqrt: (w - m) / sqrt(var + eps);
+- "mmcv" (the paper's code / mmcv ConvWS2d): unbiased std, eps added to it: (w - m) / (std + eps).
+"""
+import dataclasses
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import Conv2d
+
+WS_STYLES = {"timm": 1e-6, "mmcv": 1e-5}  # style -> its library's default eps
+
+
+@dataclasses.dataclass(frozen=True)
+class WSSpec:
+    """Weight Standardization as data: on/off, convention, eps (0 = the convention's default)."""
+
+    enabled: bool = False
+    style: str = "timm"
+    eps: float = 0.0
+
+    def __post_init__(self):
+        style = str(self.style).lower()
+        if style not in WS_STYLES:
+            raise ValueError(f"unknown WS style {self.style!r}; valid: {', '.join(WS_STYLES)}")
+        object.__setattr__(self, "style", style)
+        if self.eps < 0:
+            raise ValueError(f"WS eps must be >= 0 (0 = the {style} default), got {self.eps}")
+
+    @property
+    def effective_eps(self) -> float:
+        return self.eps or WS_STYLES[self.style]
+
+    def __bool__(self):
+        return bool(self.enabled)
+
+
+def standardize_weight(weight: torch.Tensor, style: str = "timm", eps: float = 1e-6) -> torch.Tensor:
+    """Standardize each output filter of a conv weight (out, in, kh, kw) over its other axes."""
+    if style == "timm":
+        # One fused op (as timm does): batch_norm over a (1, out, in*kh*kw) view, biased variance.
+        return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
+                            momentum=0.0, eps=eps).reshape_as(weight)
+    if style == "mmcv":
+        flat = weight.reshape(weight.shape[0], -1)
+        std, mean = torch.std_mean(flat, dim=1, keepdim=True)  # unbiased std
+        return ((flat - mean) / (std + eps)).reshape_as(weight)
+    raise ValueError(f"unknown WS style {style!r}; valid: {', '.join(WS_STYLES)}")
+
+
+class WSConv2d(Conv2d):
+    """Drop-in for `detectron2.layers.Conv2d` (keeps its `norm` and `activation` kwargs) whose
+    weight is standardized on every forward."""
+
+    def __init__(self, *args, ws_style: str = "timm", ws_eps: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        spec = WSSpec(True, ws_style, ws_eps)
+        self.ws_style = spec.style
+        self.ws_eps = spec.effective_eps
+
+    def standardized_weight(self) -> torch.Tensor:
+        return standardize_weight(self.weight, self.ws_style, self.ws_eps)
+
+    def forward(self, x):
+        x = self._conv_forward(x, self.standardized_weight(), self.bias)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, ws_style={self.ws_style}, ws_eps={self.ws_eps:g}"
+
+
+def fold_ws(model: nn.Module) -> nn.Module:
+    """Replace every WSConv2d in `model` (in place) by a plain detectron2 Conv2d holding the
+    standardized weight, for inference and export. Returns `model`."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, WSConv2d):
+            setattr(model, name, _folded(child))
+        else:
+            fold_ws(child)
+    return model if not isinstance(model, WSConv2d) else _folded(model)
+
+
+def _folded(conv: WSConv2d) -> Conv2d:
+    plain = Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                   padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                   bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                   norm=conv.norm, activation=conv.activation,
+                   device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        plain.weight.copy_(conv.standardized_weight())
+        if conv.bias is not None:
+            plain.bias.copy_(conv.bias)
+    plain.train(conv.training)
+    return plain
+

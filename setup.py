@@ -1,0 +1,38 @@
+"""gn_det: Group Normalization and GN + Weight Standardization as first-class detectron2 components.
+
+detectron2 itself is not a dependency here: it is not on PyPI under its own name. `make setup`
+installs it (tools/bootstrap.py); users with their own build keep it and run `pip install -e .`.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="gn_det",
+    version="0.1.0",
+    description="GN and GN+WS backbones, FPN and heads for detectron2, with P/R evaluation",
+    python_requires=">=3.9",
+    packages=find_packages(include=["gn_det", "gn_det.*"]),
+    install_requires=[
+        # detectron2's own runtime requirements (v0.6 and main), minus its build-only tools.
+        "numpy",
+        "Pillow>=7.1",
+        "matplotlib",
+        "pycocotools>=2.0.2",
+        "opencv-python-headless",
+        "termcolor>=1.1",
+        "yacs>=0.1.8",
+        "tabulate",
+        "cloudpickle",
+        "tqdm>4.29.0",
+        "tensorboard",
+        "fvcore>=0.1.5,<0.1.6",
+        "iopath>=0.1.7,<0.1.10",
+        "omegaconf>=2.1",
+        "hydra-core>=1.1",
+        "PyYAML",
+        "psutil",
+    ],
+    extras_require={
+        "dev": ["pytest", "timm", "hypothesis"],
+        "fast-eval": ["faster-coco-eval"],
+    },
+)

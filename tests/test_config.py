@@ -1,0 +1,71 @@
+"""gn_det.config: per-component specs, fallback to detectron2's keys, errors naming the key."""
+import logging
+
+import pytest
+
+from detectron2.config import get_cfg
+from gn_det.config import add_gn_det_config, all_component_specs, component_spec, describe_norms
+
+
+@pytest.fixture
+def cfg():
+    return add_gn_det_config(get_cfg())
+
+
+def test_defaults_inherit_detectron2_keys(cfg):
+    specs = all_component_specs(cfg)
+    assert specs["BACKBONE"].norm.type == "FrozenBN"  # MODEL.RESNETS.NORM's default
+    assert all(not specs[c].norm for c in ("FPN", "RETINANET_HEAD", "BOX_HEAD", "MASK_HEAD"))
+    cfg.MODEL.FPN.NORM = "GN"
+    assert component_spec(cfg, "FPN").norm.type == "GN"
+
+
+def test_one_line_switch_and_none(cfg):
+    cfg.merge_from_list(["MODEL.NORMS.BACKBONE.TYPE", "GN", "MODEL.NORMS.BACKBONE.WS", "True",
+                         "MODEL.NORMS.FPN.TYPE", "none", "MODEL.FPN.NORM", "GN"])
+    assert component_spec(cfg, "BACKBONE").describe() == "GN+WS"
+    assert component_spec(cfg, "FPN").describe() == "none"
+    assert describe_norms(cfg).startswith("BACKBONE=GN+WS FPN=none ")
+
+
+def test_group_settings_shared_and_overridden(cfg):
+    cfg.MODEL.NORMS.GN.NUM_GROUPS = 16
+    cfg.MODEL.NORMS.GN.EPS = 1e-6
+    cfg.MODEL.NORMS.FPN.TYPE = "GN"
+    cfg.MODEL.NORMS.BOX_HEAD.TYPE = "GN"
+    cfg.MODEL.NORMS.BOX_HEAD.CHANNELS_PER_GROUP = 8  # overrides the shared pair as a whole
+    fpn, box = component_spec(cfg, "FPN").norm, component_spec(cfg, "BOX_HEAD").norm
+    assert (fpn.num_groups, fpn.channels_per_group, fpn.eps) == (16, 0, 1e-6)
+    assert (box.num_groups, box.channels_per_group) == (0, 8)
+
+
+def test_ws_convention(cfg):
+    cfg.MODEL.NORMS.WS.STYLE = "mmcv"
+    cfg.MODEL.NORMS.BACKBONE.WS = True
+    ws = component_spec(cfg, "BACKBONE").ws
+    assert ws.style == "mmcv" and ws.effective_eps == 1e-5
+
+
+def test_errors_name_the_key(cfg):
+    cfg.MODEL.NORMS.FPN.TYPE = "GroupNorm"
+    with pytest.raises(ValueError, match=r"^MODEL.NORMS.FPN.TYPE: unknown norm type 'GroupNorm'"):
+        component_spec(cfg, "FPN")
+    cfg.MODEL.RESNETS.NORM = "XN"
+    with pytest.raises(ValueError, match=r"^MODEL.RESNETS.NORM \(inherited by "
+                                         r"MODEL.NORMS.BACKBONE.TYPE\): unknown norm type 'XN'"):
+        component_spec(cfg, "BACKBONE")
+    cfg.MODEL.NORMS.BOX_HEAD.NUM_GROUPS = 32
+    cfg.MODEL.NORMS.BOX_HEAD.CHANNELS_PER_GROUP = 16
+    with pytest.raises(ValueError, match=r"^MODEL.NORMS.BOX_HEAD: .*both set"):
+        component_spec(cfg, "BOX_HEAD")
+    cfg.MODEL.NORMS.WS.STYLE = "bit"
+    with pytest.raises(ValueError, match=r"^MODEL.NORMS.WS: unknown WS style 'bit'"):
+        component_spec(cfg, "MASK_HEAD")
+
+
+def test_ws_without_norm_warns_once(cfg, caplog):
+    cfg.MODEL.NORMS.MASK_HEAD.WS = True
+    with caplog.at_level(logging.WARNING):
+        component_spec(cfg, "MASK_HEAD")
+        component_spec(cfg, "MASK_HEAD")
+    assert sum("MODEL.NORMS.MASK_HEAD.WS is on but" in r.message for r in caplog.records) == 1

@@ -1,5 +1,5 @@
 """gn_det's building blocks: the norm builder, the WS conv and the conv builder."""
-from .conv import ConvNormSpec, build_conv
+from .conv import ConvNormSpec, build_conv, convert_to_ws, norm_arg
 from .norm import GROUP_NORM_TYPES, NORM_TYPES, NormSpec, build_norm, canonical_norm_type
 from .ws_conv import WS_STYLES, WSConv2d, WSSpec, fold_ws, standardize_weight
 

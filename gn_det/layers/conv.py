@@ -1,11 +1,15 @@
-"""ConvNormSpec and build_conv: the one conv builder every gn_det component calls.
+"""ConvNormSpec and the conv builder every gn_det component uses.
 
-A component's conv layers are described by data (norm kind + WS on/off), and this builder turns
-that into a detectron2 `Conv2d` or a `WSConv2d` with its norm attached, so no module branches on
+A component's conv layers are described by data (norm kind + WS on/off). `build_conv` turns it
+into a detectron2 `Conv2d` or `WSConv2d` with its norm attached. Components reused from
+detectron2 (ResNet blocks, FPN, R-CNN heads) take the same data through `norm_arg` (their `norm=`
+argument) and `convert_to_ws` (their convs made weight-standardized), so no module branches on
 norm strings itself.
 """
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional, Union
+
+from torch import nn
 
 from detectron2.layers import Conv2d
 
@@ -46,3 +50,45 @@ def build_conv(in_channels: int, out_channels: int, kernel_size, *,
         return WSConv2d(in_channels, out_channels, kernel_size, ws_style=spec.ws.style,
                         ws_eps=spec.ws.eps, **kwargs)
     return Conv2d(in_channels, out_channels, kernel_size, **kwargs)
+
+
+def norm_arg(spec: NormSpec, layer: str = "?") -> Union[str, Callable[[int], nn.Module]]:
+    """What to pass as `norm=` to a detectron2 module: "" for no norm (detectron2 then keeps conv
+    biases), else a factory `channels -> module` built by `build_norm`, naming `layer` in errors."""
+    spec = NormSpec.of(spec)
+    if not spec:
+        return ""
+
+    def factory(channels: int) -> nn.Module:
+        return build_norm(spec, channels, layer)
+
+    factory.spec = spec  # lets callers and tests see what the factory builds
+    return factory
+
+
+def convert_to_ws(module: nn.Module, ws: WSSpec, exclude: Iterable[nn.Module] = ()) -> nn.Module:
+    """Make every 2D conv under `module` (in place, parameters kept) a WSConv2d per `ws`, except
+    those in `exclude`; a no-op when `ws` is off. Returns `module`."""
+    if not ws:
+        return module
+    skip = {id(m) for m in exclude}
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d) and not isinstance(child, WSConv2d) and id(child) not in skip:
+            setattr(module, name, _as_ws(child, ws))
+        else:
+            convert_to_ws(child, ws, exclude)
+    return module
+
+
+def _as_ws(conv: nn.Conv2d, ws: WSSpec) -> WSConv2d:
+    new = WSConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                   padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                   bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                   norm=getattr(conv, "norm", None), activation=getattr(conv, "activation", None),
+                   ws_style=ws.style, ws_eps=ws.eps, device=conv.weight.device,
+                   dtype=conv.weight.dtype)
+    new.weight = conv.weight  # the same Parameter: initialization and freezing carry over
+    if conv.bias is not None:
+        new.bias = conv.bias
+    new.train(conv.training)
+    return new

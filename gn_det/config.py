@@ -39,7 +39,15 @@ _WARNED_WS_WITHOUT_NORM = set()
 def add_gn_det_config(cfg: CN) -> CN:
     """Add gn_det's keys to a detectron2 config (in place; also returned)."""
     _add_norm_config(cfg)
+    _add_train_config(cfg)
     return cfg
+
+
+def _add_train_config(cfg: CN):
+    # Micro-steps per optimizer step: effective batch = IMS_PER_BATCH * ACCUMULATE_STEPS.
+    cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # Weight decay of GN/LN/IN affine parameters (Detectron's WEIGHT_DECAY_GN).
+    cfg.SOLVER.WEIGHT_DECAY_GN = 0.0
 
 
 def _add_norm_config(cfg: CN):

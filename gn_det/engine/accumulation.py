@@ -1,0 +1,95 @@
+"""Gradient accumulation for small per-GPU batches, and detectron2's world-size LR scaling
+extended to it.
+
+With GN there are no batch statistics, so k micro-steps of b images (loss scaled by 1/k) give the
+same update as one step of k*b images; BN cannot promise that.
+"""
+import contextlib
+import logging
+import time
+
+import torch
+
+from detectron2.engine import DefaultTrainer, SimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class AccumulatingTrainer(SimpleTrainer):
+    """SimpleTrainer whose step runs `accumulate_steps` forward/backward micro-steps (DDP gradient
+    sync only on the last) before one optimizer step; losses must be finite."""
+
+    def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1):
+        super().__init__(model, data_loader, optimizer)
+        if accumulate_steps < 1:
+            raise ValueError(f"SOLVER.ACCUMULATE_STEPS must be >= 1, got {accumulate_steps}")
+        self.accumulate_steps = accumulate_steps
+
+    def run_step(self):
+        assert self.model.training, "[AccumulatingTrainer] model was changed to eval mode!"
+        self.optimizer.zero_grad()
+        k, data_time, summed = self.accumulate_steps, 0.0, {}
+        for micro in range(k):
+            start = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time += time.perf_counter() - start
+            sync = micro == k - 1 or not hasattr(self.model, "no_sync")
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                loss_dict = self.model(data)
+                if isinstance(loss_dict, torch.Tensor):
+                    loss_dict = {"total_loss": loss_dict}
+                check_finite(loss_dict, self.iter, micro)
+                (sum(loss_dict.values()) / k).backward()
+            for name, value in loss_dict.items():
+                summed[name] = summed.get(name, 0.0) + value.detach() / k
+        self._write_metrics(summed, data_time)
+        self.optimizer.step()
+
+
+def check_finite(loss_dict, iteration: int, micro_step: int = 0):
+    """Stop with the iteration and the offending loss terms named when a loss is NaN or inf."""
+    bad = {k: float(v.detach()) for k, v in loss_dict.items() if not torch.isfinite(v).all()}
+    if bad:
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise FloatingPointError(
+            f"loss is not finite at iteration {iteration} (micro-step {micro_step}): {terms}; "
+            f"lower SOLVER.BASE_LR or raise SOLVER.WARMUP_ITERS, then resume from the last "
+            f"checkpoint")
+
+
+def scale_for_world(cfg, world_size: int):
+    """detectron2's REFERENCE_WORLD_SIZE scaling, counting accumulation as extra workers.
+
+    The config was tuned for SOLVER.IMS_PER_BATCH images per step over REFERENCE_WORLD_SIZE GPUs.
+    Keeping the per-GPU batch, a run on `world_size` processes with k accumulation steps has an
+    effective batch k*world_size/REFERENCE times the reference, and LR, MAX_ITER, STEPS, warm-up,
+    eval and checkpoint periods scale by that factor (detectron2's auto_scale_workers); only
+    IMS_PER_BATCH (images per forward across processes) scales by world_size/REFERENCE.
+    """
+    k = cfg.SOLVER.ACCUMULATE_STEPS
+    ref = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if ref == 0:
+        return cfg
+    per_gpu = cfg.SOLVER.IMS_PER_BATCH // ref
+    if cfg.SOLVER.IMS_PER_BATCH == per_gpu * world_size and ref == world_size * k:
+        return cfg
+    scaled = DefaultTrainer.auto_scale_workers(cfg, world_size * k)
+    scaled = scaled.clone() if scaled is cfg else scaled
+    frozen = scaled.is_frozen()
+    scaled.defrost()
+    scaled.SOLVER.IMS_PER_BATCH = per_gpu * world_size
+    scaled.SOLVER.REFERENCE_WORLD_SIZE = world_size * k
+    if frozen:
+        scaled.freeze()
+    return scaled
+
+
+def describe_batch(cfg, world_size: int) -> str:
+    """The log line stating per-GPU batch, accumulation and effective batch."""
+    ims, k = cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.ACCUMULATE_STEPS
+    if ims % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={ims} is not divisible by the {world_size} "
+                         f"processes; use a multiple of {world_size}")
+    return (f"per-GPU batch: {ims // world_size} images (SOLVER.IMS_PER_BATCH={ims} over "
+            f"{world_size} processes), SOLVER.ACCUMULATE_STEPS={k} -> effective batch {ims * k}, "
+            f"BASE_LR={cfg.SOLVER.BASE_LR:g}")

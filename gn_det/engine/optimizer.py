@@ -1,0 +1,41 @@
+"""The training optimizer: detectron2's SGD param groups, with GN/LN/IN affine weight decay set
+apart (SOLVER.WEIGHT_DECAY_GN, 0 by default as in Detectron's GN models)."""
+import torch
+from torch import nn
+
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+
+
+def group_norm_params(model: nn.Module) -> set:
+    """ids of the affine parameters of every nn.GroupNorm (GN, and LN/IN built as GroupNorm)."""
+    return {id(p) for m in model.modules() if isinstance(m, nn.GroupNorm)
+            for p in m.parameters(recurse=False)}
+
+
+def split_group_norm_decay(param_groups, gn_ids: set, weight_decay_gn: float):
+    """Move GroupNorm parameters of each group into a sibling group with `weight_decay_gn`."""
+    out = []
+    for group in param_groups:
+        gn = [p for p in group["params"] if id(p) in gn_ids]
+        rest = [p for p in group["params"] if id(p) not in gn_ids]
+        if rest:
+            out.append({**group, "params": rest})
+        if gn:
+            out.append({**group, "params": gn, "weight_decay": weight_decay_gn})
+    return out
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """detectron2's build_optimizer, plus SOLVER.WEIGHT_DECAY_GN for GroupNorm affine params."""
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    params = split_group_norm_decay(params, group_norm_params(model), cfg.SOLVER.WEIGHT_DECAY_GN)
+    return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+        params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

@@ -1,0 +1,88 @@
+"""Trainer: detectron2's DefaultTrainer with gn_det's pieces, and `setup_cfg` for train_net.
+
+Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
+(SOLVER.WEIGHT_DECAY_GN), atomic checkpoints, DDP on CPU (gloo), the per-GPU batch stated in the
+log at start, and COCO evaluation without compiled ops.
+"""
+import logging
+import weakref
+
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model
+from detectron2.engine.train_loop import TrainerBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..compat import has_compiled_ops
+from ..config import add_gn_det_config, all_component_specs, describe_norms
+from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
+from .checkpoint import AtomicCheckpointer
+from .optimizer import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer for GN / GN+WS detectors at 1-2 images per GPU (see module docstring)."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        world = comm.get_world_size()
+        cfg = scale_for_world(cfg, world)
+        logging.getLogger("detectron2").info("gn_det: %s", describe_batch(cfg, world))
+        logging.getLogger("detectron2").info("gn_det norms: %s", describe_norms(cfg))
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        # DDP's device_ids must be None for CPU modules; detectron2 passes the local rank.
+        ddp_kwargs = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
+        k = cfg.SOLVER.ACCUMULATE_STEPS
+        if cfg.SOLVER.AMP.ENABLED:
+            if k != 1:
+                raise ValueError("SOLVER.AMP.ENABLED with SOLVER.ACCUMULATE_STEPS > 1 is not "
+                                 "supported; set one of them off")
+            self._trainer = AMPTrainer(model, data_loader, optimizer)
+        else:
+            self._trainer = AccumulatingTrainer(model, data_loader, optimizer, k)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR,
+                                               trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
+        return COCOEvaluator(dataset_name, output_dir=output_folder,
+                             use_fast_impl=has_compiled_ops())
+
+
+def setup_cfg(config_file: str = "", opts=()):
+    """detectron2 config + gn_det keys, merged from a YAML file and `opts`; CPU when CUDA is
+    absent; every component's norm spec validated before anything is built."""
+    cfg = add_gn_det_config(get_cfg())
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
+        logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    specs = all_component_specs(cfg)
+    sync = [c for c, s in specs.items() if s.norm.type == "SyncBN"]
+    if sync and cfg.MODEL.DEVICE == "cpu":
+        raise ValueError(
+            f"MODEL.NORMS {', '.join(sync)} use SyncBN, which needs GPUs (NCCL); on CPU use GN "
+            f"(needs no synchronization across devices, which is the point) or BN")
+    return cfg

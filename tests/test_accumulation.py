@@ -1,0 +1,116 @@
+"""gn_det.engine.accumulation: k micro-steps of b images == one step of k*b images with GN."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
+from gn_det.config import add_gn_det_config
+from gn_det.engine.accumulation import (AccumulatingTrainer, check_finite, describe_batch,
+                                        scale_for_world)
+
+
+class TinyDetectorLike(nn.Module):
+    """Takes a list of images like a detectron2 model; its loss is a mean over images."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1), norm(8), nn.ReLU())
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, batch):
+        x = torch.stack([d["image"] for d in batch])
+        y = torch.stack([d["target"] for d in batch])
+        feats = self.body(x).mean(dim=(2, 3))
+        per_image = (self.head(feats).squeeze(1) - y) ** 2
+        return {"loss_a": per_image.mean(), "loss_b": 0.1 * feats.abs().mean(dim=1).mean()}
+
+
+def images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randn(3, 12, 12, generator=g) * 2 + 1,
+             "target": torch.randn((), generator=g)} for _ in range(n)]
+
+
+def one_update(model, data, micro_batch, k):
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loader = [data[i:i + micro_batch] for i in range(0, len(data), micro_batch)]
+    trainer = AccumulatingTrainer(model, loader, opt, accumulate_steps=k)
+    with EventStorage(0) as storage:
+        trainer.run_step()
+        total = storage.latest()["total_loss"][0]
+    return model, total
+
+
+@pytest.mark.parametrize("k,b", [(4, 2), (2, 1), (8, 1)])
+def test_group_norm_accumulation_equals_big_batch(k, b):
+    model = TinyDetectorLike(lambda c: nn.GroupNorm(4, c))
+    data = images(k * b)
+    accumulated, loss_acc = one_update(model, data, b, k)
+    big, loss_big = one_update(model, data, k * b, 1)
+    for (name, p), q in zip(accumulated.named_parameters(), big.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=name)
+    assert loss_acc == pytest.approx(loss_big, abs=1e-5)  # logged loss is the big-batch loss
+
+
+def test_batch_norm_accumulation_differs():
+    """The property is GN's: with BN, micro-batch statistics change the update."""
+    model = TinyDetectorLike(nn.BatchNorm2d)
+    data = images(8)
+    accumulated, _ = one_update(model, data, 2, 4)
+    big, _ = one_update(model, data, 8, 1)
+    diff = max((p - q).abs().max().item()
+               for p, q in zip(accumulated.parameters(), big.parameters()))
+    assert diff > 1e-4
+
+
+def test_non_finite_loss_names_iteration_and_terms():
+    with pytest.raises(FloatingPointError, match=r"iteration 7 \(micro-step 1\): loss_cls=nan"):
+        check_finite({"loss_cls": torch.tensor(float("nan")), "loss_box": torch.tensor(1.0)}, 7, 1)
+    model = TinyDetectorLike(lambda c: nn.GroupNorm(4, c))
+    data = images(2)
+    data[1]["image"][0, 0, 0] = float("inf")
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(FloatingPointError, match="loss_a=nan|loss_a=inf"):
+        one_update(model, data, 1, 2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.fixture
+def cfg():
+    cfg = add_gn_det_config(get_cfg())
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER = 16, 0.01, 90000
+    cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = (60000, 80000), 1000
+    return cfg
+
+
+def test_scale_for_world_counts_accumulation(cfg):
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 8  # tuned for 2 images/GPU on 8 GPUs
+    cfg.SOLVER.ACCUMULATE_STEPS = 8
+    one_gpu = scale_for_world(cfg, 1)  # 2 images x 8 micro-steps = the reference 16
+    assert one_gpu.SOLVER.IMS_PER_BATCH == 2
+    assert (one_gpu.SOLVER.BASE_LR, one_gpu.SOLVER.MAX_ITER) == (0.01, 90000)
+    cfg.SOLVER.ACCUMULATE_STEPS = 2  # 2 images x 2 on 1 GPU: a quarter of the reference
+    quarter = scale_for_world(cfg, 1)
+    assert quarter.SOLVER.IMS_PER_BATCH == 2
+    assert quarter.SOLVER.BASE_LR == pytest.approx(0.0025)
+    assert quarter.SOLVER.MAX_ITER == 360000 and quarter.SOLVER.STEPS == (240000, 320000)
+    assert quarter.SOLVER.WARMUP_ITERS == 4000
+    assert scale_for_world(quarter, 1).SOLVER.BASE_LR == quarter.SOLVER.BASE_LR  # idempotent
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 0
+    assert scale_for_world(cfg, 4) is cfg
+
+
+def test_describe_batch(cfg):
+    cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.ACCUMULATE_STEPS = 4, 4
+    assert describe_batch(cfg, 2).startswith("per-GPU batch: 2 images (SOLVER.IMS_PER_BATCH=4 "
+                                             "over 2 processes), SOLVER.ACCUMULATE_STEPS=4 -> "
+                                             "effective batch 16")
+    with pytest.raises(ValueError, match="IMS_PER_BATCH=4 is not divisible by the 3 processes"):
+        describe_batch(cfg, 3)
+    with pytest.raises(ValueError, match="ACCUMULATE_STEPS must be >= 1"):
+        AccumulatingTrainer(nn.Linear(1, 1), [], None, 0)

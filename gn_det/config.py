@@ -17,7 +17,10 @@ TYPE "none" means no norm. NUM_GROUPS / CHANNELS_PER_GROUP: 0 = unset; a compone
 either overrides the shared pair; both unset everywhere means 32 groups.
 """
 import logging
+import os
 from typing import Dict
+
+import yaml
 
 from detectron2.config import CfgNode as CN
 
@@ -40,7 +43,18 @@ def add_gn_det_config(cfg: CN) -> CN:
     """Add gn_det's keys to a detectron2 config (in place; also returned)."""
     _add_norm_config(cfg)
     _add_train_config(cfg)
+    _add_data_config(cfg)
     return cfg
+
+
+def _add_data_config(cfg: CN):
+    # COCO-format datasets registered (after validation) by gn_det.data.register_datasets_from_cfg:
+    # [[name, annotation_json, image_root], ...]; DATASETS.TRAIN / TEST then use the names.
+    cfg.DATASETS.COCO_FORMAT = []
+    # Header-check every image file (exists, readable, 8-bit, size as in the JSON) at registration.
+    cfg.DATASETS.CHECK_IMAGES = True
+    # Where cleaned copies of annotation files go; "" = OUTPUT_DIR/dataset_cache.
+    cfg.DATASETS.CACHE_DIR = ""
 
 
 def _add_train_config(cfg: CN):
@@ -105,3 +119,23 @@ def all_component_specs(cfg: CN) -> Dict[str, ConvNormSpec]:
 def describe_norms(cfg: CN) -> str:
     """One log line: 'BACKBONE=GN+WS FPN=GN RETINANET_HEAD=GN+WS BOX_HEAD=none MASK_HEAD=none'."""
     return " ".join(f"{c}={s.describe()}" for c, s in all_component_specs(cfg).items())
+
+
+def merge_config_file(cfg: CN, path: str) -> CN:
+    """cfg.merge_from_file with safe YAML only (python tags refused, never executed) and
+    one-line errors naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    try:
+        cfg.merge_from_file(path, allow_unsafe=False)
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(f"config file {path!r}: not valid safe YAML ({detail}); python tags "
+                         f"are refused, configs load with safe YAML only") from None
+    except KeyError as e:
+        raise KeyError(f"config file {path!r}: {e.args[0] if e.args else e}; see "
+                       f"`detectron2.config.get_cfg()` plus gn_det's MODEL.NORMS / SOLVER keys "
+                       f"for valid keys") from None
+    except AssertionError as e:  # detectron2 asserts on missing _BASE_ files
+        raise FileNotFoundError(f"config file {path!r}: {e}") from None
+    return cfg

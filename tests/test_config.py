@@ -69,3 +69,23 @@ def test_ws_without_norm_warns_once(cfg, caplog):
         component_spec(cfg, "MASK_HEAD")
         component_spec(cfg, "MASK_HEAD")
     assert sum("MODEL.NORMS.MASK_HEAD.WS is on but" in r.message for r in caplog.records) == 1
+
+
+def test_merge_config_file_safe_yaml_and_errors(cfg, tmp_path):
+    from gn_det.config import merge_config_file
+
+    good = tmp_path / "good.yaml"
+    good.write_text("MODEL:\n  NORMS:\n    FPN: {TYPE: GN, WS: True}\n")
+    assert component_spec(merge_config_file(cfg, str(good)), "FPN").describe() == "GN+WS"
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"MODEL:\n  DEVICE: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ValueError, match=r"evil.yaml.*python tags are refused"):
+        merge_config_file(cfg, str(evil))
+    assert not marker.exists()
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("MODEL:\n  NORMZ: {}\n")
+    with pytest.raises(KeyError, match=r"unknown.yaml.*Non-existent config key: MODEL.NORMZ"):
+        merge_config_file(cfg, str(unknown))
+    with pytest.raises(FileNotFoundError, match="config file 'nope.yaml' does not exist"):
+        merge_config_file(cfg, "nope.yaml")

@@ -1,4 +1,5 @@
-"""Training machinery: the CPU-capable launcher (and, with the training issue, the trainer)."""
+"""Training machinery: the CPU-capable launcher, the trainer and its config setup."""
 from .launch import launch
+from .trainer import Trainer, setup_cfg
 
-__all__ = ["launch"]
+__all__ = ["launch", "Trainer", "setup_cfg"]

@@ -17,7 +17,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..compat import has_compiled_ops
-from ..config import add_gn_det_config, all_component_specs, describe_norms
+from ..config import add_gn_det_config, all_component_specs, describe_norms, merge_config_file
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from .checkpoint import AtomicCheckpointer
 from .optimizer import build_optimizer
@@ -74,8 +74,11 @@ def setup_cfg(config_file: str = "", opts=()):
     absent; every component's norm spec validated before anything is built."""
     cfg = add_gn_det_config(get_cfg())
     if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+        merge_config_file(cfg, config_file)
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:
+        raise KeyError(f"command-line opts {list(opts)}: {e}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"

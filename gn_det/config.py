@@ -44,6 +44,7 @@ def add_gn_det_config(cfg: CN) -> CN:
     _add_norm_config(cfg)
     _add_train_config(cfg)
     _add_data_config(cfg)
+    _add_eval_config(cfg)
     return cfg
 
 
@@ -55,6 +56,16 @@ def _add_data_config(cfg: CN):
     cfg.DATASETS.CHECK_IMAGES = True
     # Where cleaned copies of annotation files go; "" = OUTPUT_DIR/dataset_cache.
     cfg.DATASETS.CACHE_DIR = ""
+
+
+def _add_eval_config(cfg: CN):
+    # Precision / recall / F1 of gn_det.evaluation.PREvaluator (build_pr_evaluator): at each IoU
+    # (the first is the main one: best-F1 thresholds, PR curves) and each score threshold (a
+    # detection counts when score >= threshold); MAIN_SCORE is the one of the logged table.
+    cfg.TEST.PR = CN()
+    cfg.TEST.PR.IOU_THRESHOLDS = [0.5, 0.75]
+    cfg.TEST.PR.SCORE_THRESHOLDS = [0.05, 0.3, 0.5, 0.7]
+    cfg.TEST.PR.MAIN_SCORE = 0.5
 
 
 def _add_train_config(cfg: CN):

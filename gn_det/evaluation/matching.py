@@ -1,0 +1,192 @@
+"""COCO-rule detection matching, once, and precision/recall/F1 at any score threshold from it.
+
+The matching is pycocotools' own: `COCOeval.evaluate()` already runs evaluateImg's greedy pass
+(per image and class, detections by descending score, top maxDets, one GT each, crowd GT absorbing
+matches) at every IoU in `params.iouThrs`, and stores it in `evalImgs`. `match_from_cocoeval`
+reads those results for area range "all" and the largest maxDets (100) instead of matching again;
+an IoU threshold outside `iouThrs` reruns evaluateImg for that threshold only, on the IoU
+matrices COCOeval already computed.
+
+Greedy matching by descending score means the detections above a score threshold are matched
+exactly as if the lower ones had never existed, so one pass serves every score threshold: counts
+at threshold s are prefix sums over the detections sorted by score. A detection is kept at
+threshold s when its score >= s.
+"""
+import copy
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from pycocotools.cocoeval import COCOeval
+
+_ALL_AREAS = [0 ** 2, 1e5 ** 2]
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Every evaluated detection (top maxDets per image and class), sorted by descending score,
+    with its COCO-rule outcome at each IoU threshold, and the ground truth it competes for."""
+
+    iou_thresholds: Tuple[float, ...]
+    category_ids: Tuple[int, ...]  # class index k -> COCO category id
+    scores: np.ndarray             # [N] float, descending
+    labels: np.ndarray             # [N] int, class index
+    tp: np.ndarray                 # [T, N] bool: matched a regular GT
+    fp: np.ndarray                 # [T, N] bool: unmatched and not ignored
+    num_gt: np.ndarray             # [K] int: GT per class that count (not crowd / ignored)
+    max_dets: int = 100
+
+    @property
+    def ignored(self) -> np.ndarray:
+        """[T, N] bool: matched a crowd / ignored GT, so neither TP nor FP."""
+        return ~(self.tp | self.fp)
+
+    def iou_index(self, iou: float) -> int:
+        hits = np.flatnonzero(np.isclose(self.iou_thresholds, iou, atol=1e-6))
+        if not len(hits):
+            raise KeyError(f"IoU {iou} was not matched; matched: {list(self.iou_thresholds)}")
+        return int(hits[0])
+
+
+def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> Matches:
+    """Matches at `iou_thresholds` from a COCOeval on which evaluate() has run (bbox or segm)."""
+    p = cocoeval._paramsEval if getattr(cocoeval, "_paramsEval", None) else cocoeval.params
+    if not p.useCats:
+        raise ValueError("per-class matching needs COCOeval.params.useCats = 1")
+    iou_thresholds = tuple(float(t) for t in iou_thresholds)
+    cat_ids, img_ids = list(p.catIds), list(p.imgIds)
+    n_img, n_area = len(img_ids), len(p.areaRng)
+    areas = [list(map(float, a)) for a in p.areaRng]
+    if _ALL_AREAS not in areas:
+        raise ValueError(f"COCOeval.params.areaRng has no 'all' range {_ALL_AREAS}: {areas}")
+    a_all = areas.index(_ALL_AREAS)
+
+    # where each requested threshold's matches live: (0, index in iouThrs) or (1, index in extra)
+    sources, extra = [], []
+    for t in iou_thresholds:
+        if not 0.0 < t <= 1.0:
+            raise ValueError(f"IoU threshold {t} is outside (0, 1]")
+        hits = np.flatnonzero(np.isclose(p.iouThrs, t, atol=1e-6))
+        if len(hits):
+            sources.append((0, int(hits[0])))
+        else:
+            sources.append((1, len(extra)))
+            extra.append(t)
+    extra_imgs = _evaluate_extra(cocoeval, p, extra, a_all) if extra else None
+
+    # gather the 'all'-area, largest-maxDets block of evalImgs: (class index, base, extra) entries
+    entries = []
+    for k in range(len(cat_ids)):
+        start = k * n_area * n_img + a_all * n_img
+        block = cocoeval.evalImgs[start:start + n_img]
+        xblock = extra_imgs[k * n_img:(k + 1) * n_img] if extra_imgs is not None else block
+        entries += [(k, e, x) for e, x in zip(block, xblock) if e is not None]
+    n_t = len(iou_thresholds)
+    if not entries:
+        z = np.zeros((n_t, 0), dtype=bool)
+        return Matches(iou_thresholds, tuple(cat_ids), np.zeros(0), np.zeros(0, np.int64), z, z,
+                       np.zeros(len(cat_ids), np.int64), max_dets=int(p.maxDets[-1]))
+    ks = np.array([k for k, _, _ in entries], dtype=np.int64)
+    gt_ig = [e["gtIgnore"] for _, e, _ in entries]
+    num_gt = np.bincount(np.repeat(ks, [len(g) for g in gt_ig]),
+                         weights=np.concatenate(gt_ig) == 0, minlength=len(cat_ids)).astype(np.int64)
+    scores = np.concatenate([e["dtScores"] for _, e, _ in entries]).astype(np.float64)
+    labels = np.repeat(ks, [len(e["dtScores"]) for _, e, _ in entries])
+
+    def rows(key: str) -> np.ndarray:
+        """[T, N]: evalImgs' per-detection field `key` at each requested IoU threshold."""
+        base = np.concatenate([e[key] for _, e, _ in entries], axis=1)
+        more = np.concatenate([x[key] for _, _, x in entries], axis=1) if extra else None
+        return np.stack([(base if s == 0 else more)[j] for s, j in sources])
+
+    dtm, dtig = rows("dtMatches"), rows("dtIgnore").astype(bool)
+    tp, fp = (dtm > 0) & ~dtig, (dtm == 0) & ~dtig
+    order = np.argsort(-scores, kind="mergesort")  # as pycocotools' accumulate()
+    scores, labels, tp, fp = scores[order], labels[order], tp[:, order], fp[:, order]
+    return Matches(iou_thresholds, tuple(cat_ids), scores, labels, tp, fp, num_gt,
+                   max_dets=int(p.maxDets[-1]))
+
+
+def _evaluate_extra(cocoeval: COCOeval, p, thresholds: List[float], a_all: int) -> list:
+    """evaluateImg at IoU thresholds absent from params.iouThrs, area 'all' only, reusing the
+    IoU matrices in cocoeval.ious; same (class-major, image) order as evalImgs' 'all' block."""
+    extra = copy.copy(cocoeval)  # shares _gts, _dts and ious
+    extra.params = copy.deepcopy(p)
+    extra.params.iouThrs = np.asarray(thresholds, dtype=np.float64)
+    area, max_det = p.areaRng[a_all], p.maxDets[-1]
+    return [extra.evaluateImg(img_id, cat_id, area, max_det)
+            for cat_id in p.catIds for img_id in p.imgIds]
+
+
+def counts_at(matches: Matches, score_thresholds: Sequence[float]) -> Tuple[np.ndarray, ...]:
+    """(tp, fp, fn), each [T, S, K] int: per IoU threshold, score threshold and class, counting
+    the detections with score >= the threshold."""
+    n_k = len(matches.category_ids)
+    keep = np.searchsorted(-matches.scores, -np.asarray(score_thresholds, dtype=np.float64),
+                           side="right")
+    shape = (len(matches.iou_thresholds), len(keep), n_k)
+    tp, fp = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    for t in range(shape[0]):
+        for s, n in enumerate(keep):
+            labels = matches.labels[:n]
+            tp[t, s] = np.bincount(labels[matches.tp[t, :n]], minlength=n_k)
+            fp[t, s] = np.bincount(labels[matches.fp[t, :n]], minlength=n_k)
+    fn = matches.num_gt[None, None, :] - tp
+    return tp, fp, fn
+
+
+def ratios(tp, fp, fn) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, f1) from counts; 0 where the denominator is 0 (no detections, no
+    ground truth), so an empty result reads as zeros rather than NaN."""
+    tp, fp, fn = (np.asarray(x, dtype=np.float64) for x in (tp, fp, fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    return precision, recall, f1
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Raw (uninterpolated) precision–recall curve: one point per distinct score, descending."""
+
+    scores: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    num_gt: int
+
+    @property
+    def f1(self) -> np.ndarray:
+        return ratios(self.tp, self.fp, self.num_gt - self.tp)[2]
+
+
+def curve(matches: Matches, iou: float, class_index: Optional[int] = None) -> Curve:
+    """PR curve of one class, or of all classes pooled (micro) when class_index is None."""
+    t = matches.iou_index(iou)
+    sel = slice(None) if class_index is None else matches.labels == class_index
+    scores = matches.scores[sel]
+    tp = np.cumsum(matches.tp[t][sel])
+    fp = np.cumsum(matches.fp[t][sel])
+    num_gt = int(matches.num_gt.sum() if class_index is None else matches.num_gt[class_index])
+    # a threshold keeps all tied scores or none: one point at the end of each tie run
+    ends = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True]) if len(scores) else np.zeros(0, int)
+    tp, fp = tp[ends], fp[ends]
+    precision, recall, _ = ratios(tp, fp, num_gt - tp)
+    return Curve(scores[ends], precision, recall, tp, fp, num_gt)
+
+
+def best_f1(matches: Matches, iou: float, class_index: Optional[int] = None) -> Dict:
+    """The score threshold that maximizes F1 (the highest such score on ties) with P/R/F1 and
+    counts there; score is None when no threshold gives F1 > 0."""
+    c = curve(matches, iou, class_index)
+    f1 = c.f1
+    if not len(f1) or f1.max() <= 0:
+        # no threshold helps: report keeping nothing
+        return {"score": None, "precision": 0.0, "recall": 0.0, "f1": 0.0,
+                "tp": 0, "fp": 0, "fn": c.num_gt}
+    i = int(np.argmax(f1))
+    return {"score": float(c.scores[i]), "precision": float(c.precision[i]),
+            "recall": float(c.recall[i]), "f1": float(f1[i]), "tp": int(c.tp[i]),
+            "fp": int(c.fp[i]), "fn": int(c.num_gt - c.tp[i])}

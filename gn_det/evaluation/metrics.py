@@ -1,0 +1,109 @@
+"""One evaluation of detections against COCO ground truth: the 12 COCO stats, per-class AP,
+precision / recall / F1 / TP / FP / FN at operating thresholds, and the best-F1 threshold per class.
+
+All values are fractions in [0, 1] (None where COCO leaves a stat undefined). "overall" pools the
+classes (micro average: summed TP, FP, FN), which is what a deployment at one threshold sees.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .coco_stats import coco_stats, per_class_ap, run_cocoeval
+from .matching import Matches, best_f1, counts_at, match_from_cocoeval, ratios
+from .results import category_names, results_to_coco
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IOU_THRESHOLDS = (0.5, 0.75)
+DEFAULT_SCORE_THRESHOLDS = (0.05, 0.3, 0.5, 0.7)
+
+
+def threshold_key(value: float) -> str:
+    """JSON key of a threshold: 0.5 -> "0.5", 0.05 -> "0.05"."""
+    return f"{value:g}"
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation produced: the metrics dict (metrics.json) and what plots need."""
+
+    metrics: Dict
+    matches: Matches
+    class_names: List[str]        # by class index, as matches.labels
+    cocoeval: COCOeval
+    main_iou: float
+    main_score: float
+    score_thresholds: Sequence[float]
+
+
+def check_thresholds(iou_thresholds: Sequence[float], score_thresholds: Sequence[float],
+                     main_score: Optional[float] = None) -> None:
+    """Raise ValueError naming the bad threshold."""
+    if not len(iou_thresholds):
+        raise ValueError("at least one IoU threshold is needed")
+    for t in iou_thresholds:
+        if not 0.0 < float(t) <= 1.0:
+            raise ValueError(f"IoU threshold {t} is outside (0, 1]")
+    if not len(score_thresholds):
+        raise ValueError("at least one score threshold is needed")
+    for s in list(score_thresholds) + ([main_score] if main_score is not None else []):
+        if not np.isfinite(float(s)):
+            raise ValueError(f"score threshold {s} is not a finite number")
+
+
+def evaluate_detections(coco_gt: COCO, detections: List[Dict],
+                        iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+                        score_thresholds: Sequence[float] = DEFAULT_SCORE_THRESHOLDS,
+                        main_score: float = 0.5, img_ids=None,
+                        progress: bool = False) -> Evaluation:
+    """Evaluate validated detections (gn_det.evaluation.results.load_results) on `coco_gt`.
+
+    The first IoU threshold is the main one (best-F1 and PR curves); `main_score` is added to the
+    score thresholds when absent. Score thresholds are reported in ascending order. `progress`
+    logs COCOeval's progress with an ETA.
+    """
+    check_thresholds(iou_thresholds, score_thresholds, main_score)
+    ious = list(dict.fromkeys(float(t) for t in iou_thresholds))
+    scores = sorted({float(s) for s in score_thresholds} | {float(main_score)})
+    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, detections), "bbox", img_ids,
+                            progress=progress)
+    matches = match_from_cocoeval(cocoeval, ious)
+    names_by_id = category_names(coco_gt)
+    names = [names_by_id[c] for c in matches.category_ids]
+
+    tp, fp, fn = counts_at(matches, scores)
+    pr = {}
+    for t, iou in enumerate(ious):
+        pr[threshold_key(iou)] = {
+            threshold_key(s): {
+                "overall": _pr_entry(tp[t, j].sum(), fp[t, j].sum(), fn[t, j].sum()),
+                "per_class": {n: _pr_entry(tp[t, j, k], fp[t, j, k], fn[t, j, k])
+                              for k, n in enumerate(names)},
+            } for j, s in enumerate(scores)}
+    ap = per_class_ap(cocoeval)
+    metrics = {
+        "coco": coco_stats(cocoeval),
+        "ap_per_class": {n: ap.get(c) for n, c in zip(names, matches.category_ids)},
+        "pr": pr,
+        "best_f1": {n: best_f1(matches, ious[0], k) for k, n in enumerate(names)},
+        "best_f1_overall": best_f1(matches, ious[0]),
+        "settings": {
+            "iou_thresholds": ious, "score_thresholds": scores, "main_iou": ious[0],
+            "main_score": float(main_score), "max_dets": matches.max_dets,
+            "kept": "score >= threshold", "overall": "micro (summed over classes)",
+            "num_images": len(cocoeval.params.imgIds),
+            "num_detections": len(detections), "num_evaluated_detections": int(len(matches.scores)),
+            "num_gt": {n: int(g) for n, g in zip(names, matches.num_gt)},
+        },
+    }
+    return Evaluation(metrics, matches, names, cocoeval, ious[0], float(main_score), scores)
+
+
+def _pr_entry(tp, fp, fn) -> Dict:
+    p, r, f1 = (float(x) for x in ratios(tp, fp, fn))
+    return {"precision": p, "recall": r, "f1": f1, "tp": int(tp), "fp": int(fp), "fn": int(fn)}
+

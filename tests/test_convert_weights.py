@@ -1,0 +1,46 @@
+"""tools/convert_weights.py: the CLI over gn_det.modeling.weights (report, one-line errors)."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_weights.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_converts_and_reports(tmp_path, capsys):
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    assert load_tool().main([str(tmp_path / "r18.pth"), str(tmp_path / "R-18.pth")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ResNet-18, BN: 100 tensors converted"
+    assert out[1] == "missing (backbone keys not in the input): 0"
+    assert out[2] == "unexpected (input keys not in the backbone): 2: fc.weight, fc.bias"
+    assert out[3] == "shape mismatch: 0"
+    assert any("STRIDE_IN_1X1 False" in line for line in out)
+    saved = torch.load(tmp_path / "R-18.pth", weights_only=True)
+    assert saved["matching_heuristics"] is True
+    assert "res5.1.conv2.norm.running_var" in saved["model"]
+
+
+def test_corrupt_input_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert load_tool().main([str(tmp_path / "bad.pth"), str(tmp_path / "out.pth")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {tmp_path / 'bad.pth'}: not a readable torch" in err
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_missing_input_from_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "absent.pth"),
+                             str(tmp_path / "out.pth")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'absent.pth'}: no such file\n"

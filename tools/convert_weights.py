@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Convert a torchvision-naming ResNet checkpoint (GN, GN+WS or BN; torchvision, timm, mmdet) into
+gn_det's backbone naming, for MODEL.WEIGHTS.
+
+    python tools/convert_weights.py resnet50_gn_ws.pth R-50-GN-WS.pth
+
+Prints the inferred architecture and the missing / unexpected keys. The logic lives in
+gn_det.modeling.weights.
+"""
+import argparse
+import sys
+
+import gn_det  # noqa: F401  (compat shims before detectron2)
+from gn_det.modeling.weights import (TORCHVISION_INPUT_HINT, WS_HINT, WeightsError,
+                                     convert_torchvision_file)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="torch checkpoint with torchvision ResNet names (.pth/.pt)")
+    parser.add_argument("output", help="converted weights to write (.pth or .pkl)")
+    args = parser.parse_args(argv)
+    try:
+        report = convert_torchvision_file(args.input, args.output)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    print(f"wrote {args.output}")
+    print(f"note: {TORCHVISION_INPUT_HINT}")
+    print(f"note: {WS_HINT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,3 +74,22 @@ def test_bad_ws_specs():
         WSConv2d(3, 3, 1, ws_style="bit")
     with pytest.raises(ValueError, match="WS eps must be >= 0"):
         WSSpec(True, "timm", -1.0)
+
+
+def test_fold_ws_updates_list_references():
+    """detectron2's FPN keeps its convs in plain lists that forward uses: folding must reach them."""
+    class ListHolder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = WSConv2d(3, 4, 3, padding=1)
+            self.convs = [self.a]
+
+        def forward(self, x):
+            return self.convs[0](x)
+
+    m = ListHolder().eval()
+    x = torch.randn(1, 3, 8, 8)
+    before = m(x)
+    fold_ws(m)
+    assert type(m.a) is Conv2d and m.convs[0] is m.a
+    torch.testing.assert_close(m(x), before, atol=1e-5, rtol=1e-5)

@@ -2,7 +2,7 @@
 
 Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
 (SOLVER.WEIGHT_DECAY_GN), atomic checkpoints, DDP on CPU (gloo), the per-GPU batch stated in the
-log at start, and COCO evaluation without compiled ops.
+log at start, and the precision/recall evaluator (gn_det.evaluation) by default.
 """
 import logging
 import weakref
@@ -12,12 +12,12 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..compat import has_compiled_ops
 from ..config import add_gn_det_config, all_component_specs, describe_norms, merge_config_file
+from ..data import register_datasets_from_cfg
+from ..evaluation import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from .checkpoint import AtomicCheckpointer
 from .optimizer import build_optimizer
@@ -64,14 +64,15 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """COCO AP/AR plus precision / recall / F1 at cfg.TEST.PR's thresholds."""
         output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
-        return COCOEvaluator(dataset_name, output_dir=output_folder,
-                             use_fast_impl=has_compiled_ops())
+        return build_pr_evaluator(cfg, dataset_name, output_folder)
 
 
 def setup_cfg(config_file: str = "", opts=()):
     """detectron2 config + gn_det keys, merged from a YAML file and `opts`; CPU when CUDA is
-    absent; every component's norm spec validated before anything is built."""
+    absent; every component's norm spec and every DATASETS.COCO_FORMAT dataset validated (and
+    registered) before anything is built."""
     cfg = add_gn_det_config(get_cfg())
     if config_file:
         merge_config_file(cfg, config_file)
@@ -88,4 +89,5 @@ def setup_cfg(config_file: str = "", opts=()):
         raise ValueError(
             f"MODEL.NORMS {', '.join(sync)} use SyncBN, which needs GPUs (NCCL); on CPU use GN "
             f"(needs no synchronization across devices, which is the point) or BN")
+    register_datasets_from_cfg(cfg)
     return cfg

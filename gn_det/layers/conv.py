@@ -14,7 +14,7 @@ from torch import nn
 from detectron2.layers import Conv2d
 
 from .norm import NormSpec, build_norm
-from .ws_conv import WSConv2d, WSSpec
+from .ws_conv import WSConv2d, WSSpec, swap_modules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +67,17 @@ def norm_arg(spec: NormSpec, layer: str = "?") -> Union[str, Callable[[int], nn.
 
 
 def convert_to_ws(module: nn.Module, ws: WSSpec, exclude: Iterable[nn.Module] = ()) -> nn.Module:
-    """Make every 2D conv under `module` (in place, parameters kept) a WSConv2d per `ws`, except
-    those in `exclude`; a no-op when `ws` is off. Returns `module`."""
+    """Make every 2D conv under `module` (in place, parameters kept, list references updated) a
+    WSConv2d per `ws`, except those in `exclude`; a no-op when `ws` is off. Returns `module`."""
     if not ws:
         return module
     skip = {id(m) for m in exclude}
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Conv2d) and not isinstance(child, WSConv2d) and id(child) not in skip:
-            setattr(module, name, _as_ws(child, ws))
-        else:
-            convert_to_ws(child, ws, exclude)
-    return module
+
+    def make(m):
+        plain = isinstance(m, nn.Conv2d) and not isinstance(m, WSConv2d)
+        return _as_ws(m, ws) if plain and id(m) not in skip else None
+
+    return swap_modules(module, make)
 
 
 def _as_ws(conv: nn.Conv2d, ws: WSSpec) -> WSConv2d:

@@ -78,15 +78,36 @@ class WSConv2d(Conv2d):
         return f"{super().extra_repr()}, ws_style={self.ws_style}, ws_eps={self.ws_eps:g}"
 
 
+def swap_modules(root: nn.Module, make) -> nn.Module:
+    """Replace, in place, every submodule `m` for which `make(m)` returns a module, wherever
+    `root` refers to it: as a child, and in plain list attributes (detectron2's FPN keeps its
+    convs in lists that forward uses). `make` returns None to keep `m` and recurse into it.
+    Returns `root`, or its replacement when `root` itself is replaced."""
+    replaced = {}
+
+    def visit(module):
+        for name, child in list(module.named_children()):
+            new = replaced.get(id(child)) or make(child)
+            if new is None:
+                visit(child)
+            else:
+                replaced[id(child)] = new
+                setattr(module, name, new)
+        for name, value in list(vars(module).items()):
+            if isinstance(value, list) and any(id(v) in replaced for v in value):
+                setattr(module, name, [replaced.get(id(v), v) for v in value])
+
+    top = make(root)
+    if top is not None:
+        return top
+    visit(root)
+    return root
+
+
 def fold_ws(model: nn.Module) -> nn.Module:
     """Replace every WSConv2d in `model` (in place) by a plain detectron2 Conv2d holding the
     standardized weight, for inference and export. Returns `model`."""
-    for name, child in list(model.named_children()):
-        if isinstance(child, WSConv2d):
-            setattr(model, name, _folded(child))
-        else:
-            fold_ws(child)
-    return model if not isinstance(model, WSConv2d) else _folded(model)
+    return swap_modules(model, lambda m: _folded(m) if isinstance(m, WSConv2d) else None)
 
 
 def _folded(conv: WSConv2d) -> Conv2d:

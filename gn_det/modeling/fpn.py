@@ -40,17 +40,11 @@ def make_fpn(bottom_up: Backbone, in_features: Sequence[str], out_channels: int 
 
 
 def _fpn_convs_to_ws(fpn: FPN, ws: WSSpec):
-    """Make FPN's own fpn_lateral*/fpn_output* convs WS. FPN also keeps them in plain Python lists
-    (lateral_convs/output_convs, used by forward), so those are re-pointed to the new modules."""
-    if not ws:
-        return
+    """Make FPN's own fpn_lateral*/fpn_output* convs WS (convert_to_ws also re-points the plain
+    lists lateral_convs/output_convs that forward uses); bottom-up and top block untouched."""
     others = [m for child in (fpn.bottom_up, fpn.top_block) if child is not None
               for m in child.modules()]
-    name_of = {id(m): n for n, m in fpn.named_children()}
     convert_to_ws(fpn, ws, exclude=others)
-    for attr in ("lateral_convs", "output_convs"):
-        if isinstance(getattr(fpn, attr, None), list):
-            setattr(fpn, attr, [getattr(fpn, name_of[id(m)]) for m in getattr(fpn, attr)])
 
 
 def _fpn_args(cfg):

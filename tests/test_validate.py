@@ -4,13 +4,15 @@ else."""
 import copy
 import json
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gn_det.cli import run_cli
 from gn_det.data import DatasetError, validate_coco_dict, validate_coco_file
-from gn_det.data.validate import main as validate_main
+from gn_det.data.__main__ import main as data_main
 
 
 def coco(**overrides):
@@ -173,14 +175,20 @@ def test_nan_literals_in_a_file(tmp_path):
     assert result.counts["non-finite"] == 1 and raw == text.encode()
 
 
-def test_cli_prints_one_line_and_fails(tmp_path, capsys):
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, monkeypatch):
     (tmp_path / "x.json").write_text("[]")
-    assert validate_main([str(tmp_path / "x.json")]) == 1
+    monkeypatch.setattr(sys, "argv", ["gn_det.data", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit) as info:
+        run_cli(data_main, "python -m gn_det.data")
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
-    (tmp_path / "y.json").write_text(json.dumps(coco()))
-    assert validate_main([str(tmp_path / "y.json")]) == 0
-    assert "2 images, 2 annotations, 2 categories" in capsys.readouterr().out
+    assert err.startswith(f"python -m gn_det.data: error: {tmp_path / 'x.json'}: top level: is "
+                          "a JSON array") and err.count("\n") == 1
+    (tmp_path / "y.json").write_text(json.dumps(with_ann(bbox=[0, 0, 0, 1])))
+    data_main([str(tmp_path / "y.json")])
+    out = capsys.readouterr().out
+    assert "2 images, 1 annotations kept, 2 categories (image files not checked" in out
+    assert "warning: " in out and "zero or negative bbox width/height (annotations[0].bbox)" in out
 
 
 # ------------------------------------------------------------------------------ fuzzing

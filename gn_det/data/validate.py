@@ -6,12 +6,10 @@ what would be valid. Degenerate boxes (NaN, inf, zero or negative size) are drop
 outside their image are clipped (dropped if nothing is left), and a missing `area` is filled from
 the box, so that training and COCO evaluation see the same, usable ground truth. Any JSON input
 ends either in a `CleanedDataset` or a `DatasetError`; no other exception type escapes.
-
-    python -m gn_det.data.validate annotations.json image_root/   # check a dataset by hand
+`python -m gn_det.data annotations.json image_root/` runs the same checks by hand.
 """
 import json
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -308,36 +306,3 @@ def validate_coco_file(json_file: str) -> Tuple[CleanedDataset, bytes]:
         raise DatasetError(f"{json_file}: cannot read the annotation file "
                            f"({e.strerror or e})") from None
     return validate_coco_dict(parse_json_bytes(raw, json_file), json_file), raw
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """CLI: validate a COCO json (and its images) without registering anything."""
-    import argparse
-    import os
-
-    from .images import check_image_files
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json_file")
-    parser.add_argument("image_root", nargs="?", help="check the image files under this folder")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    try:
-        cleaned, _ = validate_coco_file(args.json_file)
-        if args.image_root:
-            check_image_files(cleaned.data["images"], args.image_root, args.json_file)
-    except DatasetError as e:
-        if args.debug or os.environ.get("GN_DET_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    data = cleaned.data
-    print(f"{args.json_file}: OK: {len(data['images'])} images, {len(data['annotations'])} "
-          f"annotations, {len(data['categories'])} categories")
-    if cleaned.changed:
-        print(f"warning: {cleaned.summary()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,67 @@
+"""gn_det.evaluation.report: metrics.json / metrics.csv / comparison.csv writers and tables."""
+import csv
+import json
+
+import pytest
+
+from gn_det.evaluation.metrics import evaluate_detections
+from gn_det.evaluation.report import (csv_rows, format_coco_table, format_comparison_table,
+                                      format_pr_table, write_comparison_csv, write_metrics_csv,
+                                      write_metrics_json)
+from gn_det.evaluation.results import load_ground_truth, load_results
+from gn_det.evaluation.synthetic import make_coco_pair
+
+
+@pytest.fixture(scope="module")
+def two_runs():
+    gt, dets = make_coco_pair(num_images=10, dets_per_image=20, num_classes=3, seed=2)
+    coco = load_ground_truth(gt)
+    a = evaluate_detections(coco, load_results(dets, coco)).metrics
+    b = evaluate_detections(coco, load_results(dets[::3], coco)).metrics
+    return {"bn": a, "gn": b}
+
+
+def test_json_round_trip_is_strict(two_runs, tmp_path):
+    m = dict(two_runs["bn"], coco=dict(two_runs["bn"]["coco"], APs=None))
+    path = write_metrics_json(m, str(tmp_path / "sub" / "metrics.json"))
+    text = open(path).read()
+    assert "NaN" not in text and json.loads(text)["coco"]["APs"] is None
+
+
+def test_csv_has_every_number_once(two_runs, tmp_path):
+    m = two_runs["bn"]
+    path = write_metrics_csv(m, str(tmp_path / "metrics.csv"))
+    rows = list(csv.DictReader(open(path)))
+    n_classes = len(m["ap_per_class"])
+    n_pr = sum(len(by_score) for by_score in m["pr"].values()) * (n_classes + 1)
+    assert len(rows) == 12 + n_classes + n_pr + n_classes + 1
+    ap = [r for r in rows if r["kind"] == "coco" and r["name"] == "AP"][0]
+    assert float(ap["value"]) == pytest.approx(m["coco"]["AP"], rel=1e-5)
+    best = [r for r in rows if r["kind"] == "best_f1" and r["name"] == "overall"][0]
+    assert float(best["score"]) == pytest.approx(m["best_f1_overall"]["score"], rel=1e-5)
+    assert len(csv_rows(m)) == len(rows)
+
+
+def test_tables(two_runs):
+    table = format_pr_table(two_runs["bn"])
+    assert table.splitlines()[0] == ("P/R/F1 at IoU 0.5, score >= 0.5 "
+                                     "(overall: summed over classes)")
+    assert "class_01" in table and "| overall" in table
+    coco = format_coco_table(two_runs)
+    delta = two_runs["gn"]["coco"]["AP"] - two_runs["bn"]["coco"]["AP"]
+    assert f"{delta:+.3f}" in coco
+    comparison = format_comparison_table(two_runs)
+    assert "P bn" in comparison and "F1 gn" in comparison
+
+
+def test_comparison_csv(two_runs, tmp_path):
+    path = write_comparison_csv(two_runs, str(tmp_path / "comparison.csv"))
+    rows = list(csv.DictReader(open(path)))
+    best = [r for r in rows if r["kind"] == "best_f1" and r["name"] == "overall"]
+    assert len(best) == 1 and best[0]["score"] == "best"
+    assert float(best[0]["value:gn"]) == pytest.approx(two_runs["gn"]["best_f1_overall"]["score"],
+                                                       rel=1e-5)
+    pr = [r for r in rows if r["kind"] == "pr" and r["name"] == "overall" and r["iou"] == "0.5"
+          and r["score"] == "0.3"][0]
+    assert float(pr["recall:bn"]) == pytest.approx(
+        two_runs["bn"]["pr"]["0.5"]["0.3"]["overall"]["recall"], rel=1e-5)

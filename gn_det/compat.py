@@ -56,6 +56,17 @@ class _MissingC(types.ModuleType):
 
     gn_det_fallback = True
 
+    # What detectron2's collect_env asks of `_C`: answered truthfully instead of raising.
+    @staticmethod
+    def get_compiler_version():
+        return "none (detectron2 installed without compiled ops; gn_det fallback)"
+
+    get_cuda_version = get_compiler_version
+
+    @staticmethod
+    def has_cuda():
+        return False
+
     def __getattr__(self, name):
         if name.startswith("__"):
             raise AttributeError(name)

@@ -92,3 +92,13 @@ def test_detectron2_data_and_modeling_import_through_gn_det():
 
     build.print_instances_class_histogram(
         [{"annotations": [{"category_id": 0, "iscrowd": 0}]}], ["a"])  # np.int in v0.6
+
+
+def test_missing_C_fallback_answers_collect_env():
+    fallback = compat._MissingC("detectron2._C")
+    assert "without compiled ops" in fallback.get_compiler_version()
+    assert not fallback.has_cuda()
+    if "missing_C" in compat.APPLIED:
+        from detectron2.utils.collect_env import collect_env_info
+
+        assert "without compiled ops" in collect_env_info()

@@ -20,8 +20,9 @@ from gn_det.layers import WSConv2d
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 H, W = 64, 96  # small images keep 13 R-50 train steps on 2 shared CPU cores to about a minute
-MODEL_CONFIGS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")
-                       if not p.name.startswith("Base-") and "toy" not in p.parts)
+ALL_CONFIGS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")
+                     if not p.name.startswith("Base-"))
+MODEL_CONFIGS = [n for n in ALL_CONFIGS if not n.startswith("toy/")]  # toy/: the lead's
 SYNCBN = "RetinaNet/retinanet_R_50_FPN_1x_syncbn_all.yaml"
 
 NONE, GN, BN, SYNC, FROZEN = None, nn.GroupNorm, nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d
@@ -59,11 +60,13 @@ def load(name, *opts):
 
 
 def _batch(cfg):
+    dense = "RetinaNet" in cfg.MODEL.META_ARCHITECTURE
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES if dense else cfg.MODEL.ROI_HEADS.NUM_CLASSES
     batch = []
     for boxes in ([[4, 6, 40, 50], [44, 20, 90, 60]], [[20, 10, 70, 58]]):
         inst = Instances((H, W))
         inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
-        inst.gt_classes = torch.tensor([1, 7][:len(boxes)])
+        inst.gt_classes = torch.tensor([1, 7][:len(boxes)]) % num_classes
         if cfg.MODEL.MASK_ON:
             masks = torch.zeros(len(boxes), H, W, dtype=torch.bool)
             for m, (x0, y0, x1, y1) in zip(masks, boxes):
@@ -135,11 +138,12 @@ def test_every_config_is_listed_and_safe_yaml():
         yaml.safe_load(path.read_text())  # no python tags anywhere
 
 
-@pytest.mark.parametrize("name", [n for n in MODEL_CONFIGS if n != SYNCBN])
+@pytest.mark.parametrize("name", [n for n in ALL_CONFIGS if n != SYNCBN])
 def test_config_builds_trains_and_predicts(name):
     cfg = load(name)
     model = build_model(cfg)
-    assert_preset(model, cfg, EXPECTED[name])
+    if name in EXPECTED:
+        assert_preset(model, cfg, EXPECTED[name])
     model.train()
     with EventStorage():
         losses = model(_batch(cfg))

@@ -26,8 +26,7 @@ class GNFastRCNNConvFCHead(FastRCNNConvFCHead):
         spec = ConvNormSpec.of(norm, ws)
         super().__init__(input_shape, conv_dims=conv_dims, fc_dims=fc_dims,
                          conv_norm=norm_arg(spec.norm, "roi_heads.box_head.conv"))
-        convert_to_ws(self, spec.ws)  # direct children only hold the convs and the fcs
-        self.conv_norm_relus = [getattr(self, f"conv{k + 1}") for k in range(len(conv_dims))]
+        convert_to_ws(self, spec.ws)  # the convs (and conv_norm_relus, which lists them); fcs stay
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -48,8 +47,6 @@ class GNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
         super().__init__(input_shape, num_classes=num_classes, conv_dims=conv_dims,
                          conv_norm=norm_arg(spec.norm, "roi_heads.mask_head.mask_fcn"), **kwargs)
         convert_to_ws(self, spec.ws, exclude=[self.predictor])
-        self.conv_norm_relus = [getattr(self, f"mask_fcn{k + 1}")
-                                for k in range(len(conv_dims) - 1)]
 
     @classmethod
     def from_config(cls, cfg, input_shape):

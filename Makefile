@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+DEMO_CONFIG ?= configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml
+DEMO_OPTS ?=
+
 .PHONY: setup test demo clean-output
 
 setup: $(PY)
@@ -15,6 +18,12 @@ $(PY):
 # pytest exits 5 when it collects no tests, which make treats as a failure like any other.
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Toy shapes (generated once; val.json is written last, so its presence means complete), then a
+# GN+WS RetinaNet R-18-FPN trained from scratch on CPU and evaluated; results under output/demo/.
+demo: setup
+	test -f datasets/shapes/annotations/val.json || $(PY) datasets/make_shapes.py --out datasets/shapes
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) $(DEMO_OPTS)
 
 clean-output:
 	rm -rf output

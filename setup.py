@@ -33,6 +33,5 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "timm", "hypothesis"],
-        "fast-eval": ["faster-coco-eval"],
     },
 )

@@ -36,7 +36,7 @@ def main(args):
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
-        results, iteration = getattr(trainer, "_last_eval_results", {}), trainer.iter + 1
+        results, iteration = getattr(trainer, "_last_eval_results", {}), trainer.iter
     if comm.is_main_process():
         final = {"config_file": args.config_file, "iteration": iteration,
                  "seconds": round(time.perf_counter() - start, 1), "results": results}

@@ -79,7 +79,7 @@ def setup_cfg(config_file: str = "", opts=()):
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as e:
-        raise KeyError(f"command-line opts {list(opts)}: {e}") from None
+        raise KeyError(f"command-line opts {list(opts)}: {e.args[0] if e.args else e}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"

@@ -1,4 +1,5 @@
-"""tools/benchmark.py: the registry and the eval benchmark on a tiny problem (no timing checks)."""
+"""tools/benchmark.py and gn_det.benchmark: the registry, each benchmark on a tiny problem, and
+the timing/ratio plumbing (no timing checks)."""
 import importlib.util
 import json
 from pathlib import Path
@@ -27,9 +28,104 @@ def test_eval_runs_and_reports(benchmark, tmp_path, capsys):
 
 
 def test_registry_and_arguments(benchmark):
-    assert "eval" in benchmark.BENCHMARKS and benchmark.BENCHMARKS["eval"].help
+    assert {"gn", "ws", "e2e", "eval"} <= set(benchmark.BENCHMARKS)
+    assert all(b.help for b in benchmark.BENCHMARKS.values())
     assert benchmark.parse_args(["eval", "--quick"]).quick
     with pytest.raises(SystemExit):
         benchmark.parse_args(["nope"])
     with pytest.raises(SystemExit):
         benchmark.parse_args(["eval", "--repeats", "0"])
+
+
+def test_gn_quick_reports_ratios(benchmark, tmp_path, capsys):
+    out = tmp_path / "gn.json"
+    assert benchmark.main(["gn", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["gn"]
+    printed = capsys.readouterr().out
+    assert "ours_vs_naive" in printed and "load average" in printed
+    rows = result["rows"]
+    assert {"C64_32x48", "C256_16x24", "C1024_8x12", "block_conv_gn_relu"} <= set(rows)
+    for row in (rows[k] for k in rows if k.startswith("C")):
+        assert row["ours_ms"] > 0 and row["ours_vs_naive"] > 0 and row["ours_vs_bn"] > 0
+    assert set(result["targets"]) == {"ours_vs_naive", "ours_vs_bn"}
+    assert result["machine"]["torch_threads"] >= 1 and result["machine"]["cpu"]
+
+
+def test_ws_quick_reports_ratios(benchmark, tmp_path):
+    out = tmp_path / "ws.json"
+    assert benchmark.main(["ws", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["ws"]
+    summed = result["rows"]["all_shapes_summed"]
+    for key in ("train_ws_timm_vs_plain", "train_ws_mmcv_vs_plain", "eval_ws_vs_plain",
+                "eval_folded_vs_plain", "standardize_timm_ours_vs_batch_norm"):
+        assert summed[key] > 0
+    assert len(result["rows"]) == len(benchmark.layers.CONV_SHAPES) + 1
+    assert result["targets"]["train_ws_timm_vs_plain"]["target"] == 1.05
+
+
+def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
+    """Two variants at 64x96, one repeat: each in its own worker, with memory and ratios."""
+    out = tmp_path / "e2e.json"
+    assert benchmark.main(["e2e", "--size", "64x96", "--variants", "gn_all,gnws_all",
+                           "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["e2e"]
+    rows = result["rows"]
+    assert set(rows) == {"gn_all", "gnws_all"} and result["size"] == "64x96"
+    assert rows["gn_all"]["ws_convs"] == 0 and rows["gnws_all"]["ws_convs"] > 0
+    assert "infer_folded_s_per_img" in rows["gnws_all"]
+    assert "infer_folded_s_per_img" not in rows["gn_all"]
+    for row in rows.values():
+        assert row["train_s_per_iter"] > 0 and row["infer_s_per_img"] > 0
+        assert row["peak_rss_mb"] >= row["rss_after_build_mb"] > 0
+    assert set(result["ratios"]) == {"peak RSS gnws_all / gn_all",
+                                     "infer gnws_all folded / gn_all",
+                                     "infer gnws_all unfolded / gn_all"}
+    assert result["loader"]["s_per_img"] > 0
+    assert "[1/1]" in capsys.readouterr().out
+
+
+def test_e2e_arguments_and_variants(benchmark):
+    assert benchmark.parse_args(["e2e", "--size", "64x96"]).size == "64x96"
+    for bad in (["--size", "64"], ["--variants", "gn_all,nope"], ["--batch", "0"]):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(["e2e", *bad])
+    with pytest.raises(ValueError, match="valid are frozen_bn, stock_gn_all"):
+        benchmark.e2e.e2e_benchmark(benchmark.CONFIG_DIR, variants=["bn_all"])
+    with pytest.raises(FileNotFoundError, match="config .* not found"):
+        benchmark.e2e.e2e_benchmark(str(ROOT), variants=["gn_all"])
+
+
+def test_interleaved_rotates_order_and_counts(benchmark):
+    calls = []
+    samples = benchmark.timing.interleaved(
+        {name: (lambda n=name: calls.append(n)) for name in "abc"}, repeats=3, warmup=1,
+        progress=False)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        benchmark.timing.interleaved({"a": lambda: None}, repeats=0)
+
+
+def test_naive_group_norm_is_group_norm(benchmark):
+    """The naive baseline must compute what nn.GroupNorm does, or the ratio means nothing."""
+    import torch
+
+    x = torch.randn(2, 64, 5, 7)
+    ref = torch.nn.GroupNorm(32, 64)
+    torch.nn.init.normal_(ref.weight)
+    torch.nn.init.normal_(ref.bias)
+    naive = benchmark.layers.NaiveGroupNorm(32, 64)
+    naive.weight.data.copy_(ref.weight.view(1, -1, 1, 1))
+    naive.bias.data.copy_(ref.bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(naive(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_ratios_only_where_both_variants_ran(benchmark):
+    rows = {"gn_all": {"train_s_per_iter": 2.0, "peak_rss_mb": 100.0, "infer_s_per_img": 1.0},
+            "gnws_all": {"train_s_per_iter": 2.2, "peak_rss_mb": 105.0, "infer_s_per_img": 1.5,
+                         "infer_folded_s_per_img": 1.01}}
+    ratios = benchmark.e2e._ratios(rows)
+    assert ratios["peak RSS gnws_all / gn_all"] == {"ratio": 1.05, "target": 1.10}
+    assert ratios["infer gnws_all folded / gn_all"] == {"ratio": 1.01, "target": 1.02}
+    assert ratios["infer gnws_all unfolded / gn_all"]["ratio"] == 1.5
+    assert not any("stock" in k or "frozen" in k for k in ratios)

@@ -5,15 +5,25 @@ Each benchmark is a function registered in BENCHMARKS with a one-line descriptio
 dict of numbers, printed and optionally written as JSON (--json). Timings are medians over
 repeats. Add one by writing `def bench_x(args) -> dict` and a BENCHMARKS entry.
 
+    gn     GroupNorm forward+backward at R50-FPN shapes (N=2, 512x768 input): ours vs naive GN,
+           BatchNorm (train), FrozenBN, channels_last (--quick: feature maps 4x smaller)
+    ws     WS conv vs plain conv: train forward+backward, eval unfolded / folded, and the
+           standardization formulations (--quick: feature maps 4x smaller)
+    e2e    RetinaNet R50-FPN, 512x768, batch 2, CPU: train s/iter, peak RSS, inference s/img
+           (WS folded and not) for FrozenBN, stock detectron2 GN-all, GN-FPN+head, GN-all,
+           GN+WS-all, each variant in its own process (--quick: 128x192)
     eval   COCOeval evaluate+accumulate alone vs. the same plus gn_det's P/R/F1 at 4 score x 2 IoU
            thresholds and best-F1 per class (synthetic: 5000 images x 100 detections, 80 classes;
            --quick: 500 images)
+
+Results and the decisions they led to: docs/PERFORMANCE.md.
 """
 import argparse
 import contextlib
 import io
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -22,16 +32,14 @@ from typing import Callable, Dict, NamedTuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gn_det  # noqa: E402,F401  (compat shims first)
+from gn_det.benchmark import e2e, layers, timing  # noqa: E402
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 class Benchmark(NamedTuple):
     run: Callable[[argparse.Namespace], Dict]
     help: str
-
-
-def _eta(done: int, total: int, elapsed: float) -> str:
-    left = elapsed / done * (total - done) if done else float("nan")
-    return f"ETA {left:.0f}s" if done < total else f"total {elapsed:.0f}s"
 
 
 def bench_eval(args) -> Dict:
@@ -66,9 +74,9 @@ def bench_eval(args) -> Dict:
         t2 = time.perf_counter()
         base.append(t1 - t0)
         extra.append(t2 - t1)
+        progress = timing.eta(r + 1, args.repeats, time.perf_counter() - start)
         print(f"  [{r + 1}/{args.repeats}] evaluate+accumulate {t1 - t0:.2f}s, "
-              f"+ P/R {t2 - t1:.3f}s; {_eta(r + 1, args.repeats, time.perf_counter() - start)}",
-              flush=True)
+              f"+ P/R {t2 - t1:.3f}s; {progress}", flush=True)
     b = statistics.median(base)
     with_pr = statistics.median([x + y for x, y in zip(base, extra)])
     return {"images": images, "detections": len(dets), "classes": args.classes,
@@ -77,7 +85,25 @@ def bench_eval(args) -> Dict:
             "ratio": round(with_pr / b, 4), "budget_ratio": 1.2}
 
 
+def bench_gn(args) -> Dict:
+    return layers.gn_benchmark(quick=args.quick, repeats=args.repeats)
+
+
+def bench_ws(args) -> Dict:
+    return layers.ws_benchmark(quick=args.quick, repeats=args.repeats)
+
+
+def bench_e2e(args) -> Dict:
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    variants = args.variants.split(",") if args.variants else tuple(e2e.VARIANTS)
+    return e2e.e2e_benchmark(args.config_dir, quick=args.quick, repeats=args.repeats, size=size,
+                             batch=args.batch, variants=variants)
+
+
 BENCHMARKS: Dict[str, Benchmark] = {
+    "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
+    "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
+    "e2e": Benchmark(bench_e2e, "RetinaNet R50-FPN train s/iter, peak RSS, inference s/img"),
     "eval": Benchmark(bench_eval, "COCOeval alone vs. + P/R at 4 score x 2 IoU thresholds"),
 }
 
@@ -93,15 +119,33 @@ def parse_args(argv=None):
     group.add_argument("--images", type=int, default=0, help="images (default 5000; --quick 500)")
     group.add_argument("--dets", type=int, default=100, help="detections per image")
     group.add_argument("--classes", type=int, default=80, help="categories")
+    group = ap.add_argument_group("e2e")
+    group.add_argument("--size", default="", help="input HxW (default 512x768; --quick 128x192)")
+    group.add_argument("--batch", type=int, default=2, help="images per training step")
+    group.add_argument("--variants", default="",
+                       help=f"comma-separated subset of: {', '.join(e2e.VARIANTS)} (default all)")
+    group.add_argument("--config-dir", default=CONFIG_DIR, help="the repository's configs/")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    if args.size and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.size.lower()):
+        ap.error(f"--size {args.size!r}: expected HxW, e.g. 512x768")
+    if args.batch < 1:
+        ap.error("--batch must be >= 1")
+    bad = [v for v in args.variants.split(",") if v and v not in e2e.VARIANTS]
+    if bad:
+        ap.error(f"--variants: unknown {', '.join(bad)}; valid: {', '.join(e2e.VARIANTS)}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    machine = timing.machine_info()
+    print(f"{args.name}: {machine['cpu']}, {machine['cpu_count']} CPUs, torch "
+          f"{machine['torch']} with {machine['torch_threads']} threads, load average "
+          f"{machine['load_avg_1m']}", flush=True)
     result = BENCHMARKS[args.name].run(args)
+    result["machine"] = dict(machine, load_avg_1m_after=timing.load_average())
     print(json.dumps({args.name: result}, indent=1))
     if args.json:
         with open(args.json, "w") as f:

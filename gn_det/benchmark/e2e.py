@@ -1,0 +1,354 @@
+"""End-to-end RetinaNet R50-FPN benchmark on CPU: train s/iter, peak RSS and inference s/img (with
+and without WS folding) for FrozenBN, stock detectron2 GN-all, and gn_det's GN-FPN+head, GN-all
+and GN+WS-all.
+
+Each variant lives in its own worker process (this module run with `--worker`), so its peak RSS
+(ru_maxrss) is its own; the parent sends one command at a time and rotates through the workers,
+so train steps and inference calls of all variants are interleaved within every repeat.
+"""
+import argparse
+import copy
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .timing import eta, ratio
+
+# name -> (config file under configs/, extra config options, what it is)
+VARIANTS: Dict[str, tuple] = {
+    "frozen_bn": ("RetinaNet/retinanet_R_50_FPN_1x.yaml", [],
+                  "FrozenBN backbone, no norm in FPN and head (detectron2's baseline)"),
+    "stock_gn_all": ("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
+                     ["MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
+                      "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+                      "MODEL.NORMS.BACKBONE.TYPE", "", "MODEL.NORMS.FPN.TYPE", ""],
+                     "detectron2's own GN ResNet-FPN builder (RESNETS.NORM / FPN.NORM = GN) "
+                     "with gn_det's GN head (v0.6's own GN head crashes on current torch)"),
+    "gn_fpn_head": ("RetinaNet/retinanet_R_50_FPN_1x_gn_fpn_head.yaml", [],
+                    "gn_det: FrozenBN backbone, GN in FPN and head"),
+    "gn_all": ("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", [],
+               "gn_det: GN in backbone, FPN and head"),
+    "gnws_all": ("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml", [],
+                 "gn_det: GN + WS in backbone, FPN and head"),
+}
+FULL_SIZE, QUICK_SIZE = (512, 768), (128, 192)
+BOXES_PER_IMAGE = 4
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+def _build(config_file: str, opts: Sequence[str], height: int, width: int, batch: int):
+    """(cfg, model, optimizer, training batch, inference inputs) for one variant."""
+    import torch
+
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import Boxes, Instances
+
+    from .. import modeling  # noqa: F401  (registers gn_det's backbones and meta-architecture)
+    from ..config import add_gn_det_config, merge_config_file
+    from ..engine.optimizer import build_optimizer
+
+    cfg = add_gn_det_config(get_cfg())
+    merge_config_file(cfg, config_file)
+    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(1)
+    images = []
+    for _ in range(batch):
+        xy = torch.rand(BOXES_PER_IMAGE, 2, generator=gen) * torch.tensor([width, height]) * 0.6
+        wh = (0.1 + 0.3 * torch.rand(BOXES_PER_IMAGE, 2, generator=gen)) * torch.tensor(
+            [width, height])
+        inst = Instances((height, width))
+        inst.gt_boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+        inst.gt_classes = torch.randint(0, cfg.MODEL.RETINANET.NUM_CLASSES, (BOXES_PER_IMAGE,),
+                                        generator=gen)
+        images.append({"image": torch.rand(3, height, width, generator=gen) * 255,
+                       "instances": inst, "height": height, "width": width})
+    return cfg, model, optimizer, images
+
+
+def worker_main(argv: Optional[List[str]] = None):
+    """One variant's process: build it, then answer JSON commands on stdin, one per line."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--opts", default="[]")
+    ap.add_argument("--size", required=True)
+    ap.add_argument("--batch", type=int, default=2)
+    args = ap.parse_args(argv)
+    # Replies go to the real stdout; anything the libraries print goes to stderr.
+    reply_stream = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    height, width = (int(v) for v in args.size.split("x"))
+
+    def reply(**kw):
+        reply_stream.write(json.dumps(kw) + "\n")
+        reply_stream.flush()
+
+    import torch
+
+    from detectron2.utils.events import EventStorage
+
+    from ..layers import WSConv2d, fold_ws
+
+    cfg, model, optimizer, batch = _build(args.config, json.loads(args.opts), height, width,
+                                          args.batch)
+    folded = None
+    reply(ready=True, params=sum(p.numel() for p in model.parameters()),
+          ws_convs=sum(isinstance(m, WSConv2d) for m in model.modules()),
+          torch_threads=torch.get_num_threads(), rss_mb=round(_rss_mb(), 1))
+    with EventStorage(0) as storage:
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            what = cmd["cmd"]
+            if what == "train":
+                model.train()
+                for _ in range(cmd.get("untimed", 0)):
+                    _train_step(model, optimizer, batch)
+                    storage.iter += 1
+                t0 = time.perf_counter()
+                loss = _train_step(model, optimizer, batch)
+                seconds = time.perf_counter() - t0
+                storage.iter += 1
+                reply(s=seconds, loss=loss)
+            elif what == "infer":  # one image per call, as detectron2's evaluation does
+                if cmd.get("folded") and folded is None:
+                    folded = fold_ws(copy.deepcopy(model)).eval()
+                net = folded if cmd.get("folded") else model.eval()
+                with torch.no_grad():
+                    for _ in range(cmd.get("untimed", 0)):
+                        _infer(net, batch)
+                    t0 = time.perf_counter()
+                    _infer(net, batch)
+                reply(s=(time.perf_counter() - t0) / len(batch))
+            elif what == "stats":
+                reply(peak_rss_mb=round(_peak_rss_mb(), 1), rss_mb=round(_rss_mb(), 1))
+            elif what == "quit":
+                reply(bye=True)
+                return
+            else:
+                reply(error=f"unknown command {what!r}")
+            _give_back_memory()
+
+
+def _train_step(model, optimizer, batch) -> float:
+    """detectron2's SimpleTrainer.run_step on a fixed batch; returns the loss."""
+    loss = sum(model(batch).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss)
+
+
+def _infer(net, batch):
+    for image in batch:
+        net([{k: image[k] for k in ("image", "height", "width")}])
+
+
+def _give_back_memory():
+    """Return freed heap memory to the OS (glibc malloc_trim) so that idle workers do not hold
+    their peak while the others run; each timed call is preceded by an untimed one, so timings
+    are of a warm allocator."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Worker:
+    """Parent-side handle of one variant's worker process."""
+
+    def __init__(self, name: str, config_file: str, opts: Sequence[str], size, batch: int):
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"gn_det_bench_{name}_",
+                                               suffix=".log", delete=False)
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gn_det.benchmark.e2e", "--worker", "--config", config_file,
+             "--opts", json.dumps(list(opts)), "--size", f"{size[0]}x{size[1]}",
+             "--batch", str(batch)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
+
+    def read(self) -> Dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.log.flush()
+            self.log.seek(0)
+            tail = self.log.read()[-3000:]
+            raise RuntimeError(f"e2e worker {self.name!r} exited (code {self.proc.poll()}); "
+                               f"its log {self.log.name} ends:\n{tail}")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"e2e worker {self.name!r}: {out['error']}")
+        return out
+
+    def ask(self, **cmd) -> Dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.ask(cmd="quit")
+                self.proc.wait(timeout=30)
+            except (RuntimeError, OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def _rounds(calls: List[tuple], repeats: int, label: str) -> Dict[str, float]:
+    """Median seconds per key, interleaved through the workers: `calls` are (key, worker, cmd);
+    each of `repeats` rounds gives every call one turn (an untimed call, then the timed one),
+    starting one call later than the round before."""
+    samples = {key: [] for key, _, _ in calls}
+    start = time.perf_counter()
+    for r in range(repeats):
+        shift = r % len(calls)
+        for key, worker, cmd in calls[shift:] + calls[:shift]:
+            samples[key].append(worker.ask(untimed=1, **cmd)["s"])
+        print(f"  e2e {label} [{r + 1}/{repeats}] "
+              + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in samples.items())
+              + f"; {eta(r + 1, repeats, time.perf_counter() - start)}", flush=True)
+    return {key: statistics.median(v) for key, v in samples.items()}
+
+
+def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
+                  size: Optional[Sequence[int]] = None, batch: int = 2,
+                  variants: Sequence[str] = tuple(VARIANTS)) -> Dict:
+    """Train s/iter, peak RSS, inference s/img per variant, and the issue's target ratios."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"e2e variants {unknown or list(variants)}: valid are "
+                         f"{', '.join(VARIANTS)}")
+    size = tuple(size or (QUICK_SIZE if quick else FULL_SIZE))
+    print(f"e2e: RetinaNet R50-FPN, {size[0]}x{size[1]}, batch {batch}, variants "
+          f"{', '.join(variants)}; starting {len(variants)} worker processes", flush=True)
+    workers: List[Worker] = []
+    try:
+        for name in variants:
+            config, opts, _ = VARIANTS[name]
+            path = os.path.join(config_dir, config)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"e2e variant {name}: config {path!r} not found "
+                                        f"(--config-dir should be the repository's configs/)")
+            workers.append(Worker(name, path, opts, size, batch))
+        ready = {w.name: w.read() for w in workers}
+        train = _rounds([(w.name, w, {"cmd": "train"}) for w in workers], repeats,
+                        "train s/iter")
+        memory = {w.name: w.ask(cmd="stats") for w in workers}
+        calls = [(w.name, w, {"cmd": "infer"}) for w in workers]
+        calls += [(f"{w.name}_folded", w, {"cmd": "infer", "folded": True}) for w in workers
+                  if ready[w.name]["ws_convs"]]
+        infer = _rounds(calls, repeats, "inference s/img")
+    finally:
+        for w in workers:
+            w.close()
+    rows = {}
+    for name in variants:
+        rows[name] = {"description": VARIANTS[name][2], "params": ready[name]["params"],
+                      "ws_convs": ready[name]["ws_convs"],
+                      "train_s_per_iter": round(train[name], 3),
+                      "peak_rss_mb": memory[name]["peak_rss_mb"],
+                      "rss_after_build_mb": ready[name]["rss_mb"],
+                      "infer_s_per_img": round(infer[name], 4)}
+        if f"{name}_folded" in infer:
+            rows[name]["infer_folded_s_per_img"] = round(infer[f"{name}_folded"], 4)
+    loader = loader_benchmark(config_dir, size, repeats)
+    loader["share_of_train_step"] = ratio(loader["s_per_img"] * batch,
+                                          min(r["train_s_per_iter"] for r in rows.values()))
+    return {"size": f"{size[0]}x{size[1]}", "batch": batch, "repeats": repeats,
+            "torch_threads": ready[variants[0]]["torch_threads"], "rows": rows,
+            "ratios": _ratios(rows), "loader": loader}
+
+
+# (label, variant, reference variant, row key, target); a target of None: reported only.
+RATIOS = (
+    ("train gn_all / stock_gn_all", "gn_all", "stock_gn_all", "train_s_per_iter", 1.00),
+    ("train gnws_all / stock_gn_all", "gnws_all", "stock_gn_all", "train_s_per_iter", 1.05),
+    ("train gnws_all / frozen_bn", "gnws_all", "frozen_bn", "train_s_per_iter", 1.15),
+    ("peak RSS gnws_all / gn_all", "gnws_all", "gn_all", "peak_rss_mb", 1.10),
+    ("infer gnws_all folded / gn_all", "gnws_all", "gn_all", "infer_folded_s_per_img", 1.02),
+    ("infer gnws_all unfolded / gn_all", "gnws_all", "gn_all", "infer_s_per_img", None),
+    ("train stock_gn_all / frozen_bn", "stock_gn_all", "frozen_bn", "train_s_per_iter", None),
+    ("infer stock_gn_all / frozen_bn", "stock_gn_all", "frozen_bn", "infer_s_per_img", None),
+    ("train gn_fpn_head / frozen_bn", "gn_fpn_head", "frozen_bn", "train_s_per_iter", None),
+    ("train gn_all / frozen_bn", "gn_all", "frozen_bn", "train_s_per_iter", None),
+    ("infer gn_all / stock_gn_all", "gn_all", "stock_gn_all", "infer_s_per_img", None),
+    ("infer gn_all / frozen_bn", "gn_all", "frozen_bn", "infer_s_per_img", None),
+    ("peak RSS gn_all / stock_gn_all", "gn_all", "stock_gn_all", "peak_rss_mb", None),
+)
+
+
+def _ratios(rows: Dict) -> Dict:
+    """RATIOS as {label: {"ratio", "target"}}, for those whose variants both ran. The folded
+    inference ratio compares GN+WS folded against GN-all's (unfolded, WS-free) time."""
+    out = {}
+    for label, a, b, key, target in RATIOS:
+        ref_key = "infer_s_per_img" if key == "infer_folded_s_per_img" else key
+        if rows.get(a, {}).get(key) and rows.get(b, {}).get(ref_key):
+            out[label] = {"ratio": ratio(rows[a][key], rows[b][ref_key]), "target": target}
+    return out
+
+
+def loader_benchmark(config_dir: str, size: Sequence[int], repeats: int) -> Dict:
+    """Seconds per image of detectron2's training DatasetMapper (JPEG decode, resize, flip,
+    annotations to Instances) at `size`: what data-loader workers could take off the step."""
+    import numpy as np
+    from PIL import Image
+
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetMapper
+    from detectron2.structures import BoxMode
+
+    from ..config import add_gn_det_config, merge_config_file
+
+    height, width = size
+    cfg = add_gn_det_config(get_cfg())
+    merge_config_file(cfg, os.path.join(config_dir, VARIANTS["gn_all"][0]))
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (min(size),), "INPUT.MAX_SIZE_TRAIN",
+                         max(size)])
+    mapper = DatasetMapper(cfg, is_train=True)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.jpg")
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            path, quality=90)
+        record = {"file_name": path, "height": height, "width": width, "image_id": 0,
+                  "annotations": [{"bbox": [10, 20, width / 3, height / 4], "category_id": 1,
+                                   "bbox_mode": BoxMode.XYWH_ABS, "iscrowd": 0}]}
+        mapper(copy.deepcopy(record))
+        times = []
+        for _ in range(max(5, repeats)):
+            t0 = time.perf_counter()
+            mapper(copy.deepcopy(record))
+            times.append(time.perf_counter() - t0)
+    return {"s_per_img": round(statistics.median(times), 4)}
+
+
+if __name__ == "__main__":
+    worker_main()

@@ -1,0 +1,212 @@
+"""Layer benchmarks at R50-FPN shapes (N=2, feature maps of a 512x768 input): GroupNorm against
+the naive reshape/mean/var GN, BatchNorm and FrozenBN; WS convs against plain convs in training
+and in inference. Each comparison is timed side by side (gn_det.benchmark.timing.interleaved).
+"""
+import copy
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+from ..layers import WS_STYLES, WSConv2d, build_norm, fold_ws, standardize_weight
+from .timing import interleaved, medians, ratio
+
+BATCH = 2
+# (channels, H, W) of GN inputs in R50-FPN at 512x768: res2 bottleneck (stride 4), FPN / head
+# at P3 (stride 8), res4 output (stride 16).
+GN_SHAPES: Tuple[Tuple[int, int, int], ...] = ((64, 128, 192), (256, 64, 96), (1024, 32, 48))
+# (name, in, out, kernel, H, W) of convs in R50-FPN-RetinaNet at 512x768.
+CONV_SHAPES: Tuple[Tuple[str, int, int, int, int, int], ...] = (
+    ("res4.conv2", 256, 256, 3, 32, 48),
+    ("res5.conv2", 512, 512, 3, 16, 24),
+    ("res5.conv3", 512, 2048, 1, 16, 24),
+    ("head.P3", 256, 256, 3, 64, 96),
+)
+QUICK_SHRINK = 4  # --quick divides H and W by this
+
+
+class NaiveGroupNorm(nn.Module):
+    """GN written out as in the GN paper's code and the usual tutorials: reshape to
+    (N, G, C/G, H, W), mean and (biased) variance, normalize, reshape back, affine."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.num_groups, self.eps = num_groups, eps
+        self.weight = nn.Parameter(torch.ones(1, num_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        x = x.reshape(n, self.num_groups, c // self.num_groups, h, w)
+        mean = x.mean(dim=(2, 3, 4), keepdim=True)
+        var = x.var(dim=(2, 3, 4), keepdim=True, unbiased=False)
+        x = ((x - mean) / (var + self.eps).sqrt()).reshape(n, c, h, w)
+        return x * self.weight + self.bias
+
+
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], None]:
+    """One forward + backward of `module` on `x` (gradients reset so none accumulate)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def step():
+        for p in params:
+            p.grad = None
+        module(x.detach().requires_grad_()).backward(grad)
+
+    return step
+
+
+def _no_grad(fn: Callable, *args) -> Callable[[], None]:
+    def call():
+        with torch.no_grad():
+            fn(*args)
+
+    return call
+
+
+def _shrink(hw: Sequence[int], quick: bool) -> List[int]:
+    return [max(1, v // QUICK_SHRINK) if quick else v for v in hw]
+
+
+def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES) -> Dict:
+    """GN forward+backward per shape: ours (nn.GroupNorm via build_norm, NCHW and channels_last)
+    vs naive GN, BatchNorm2d (train mode) and FrozenBN; and a conv3x3-GN-ReLU block in NCHW vs
+    channels_last (the memory-format candidate). Milliseconds are medians; ratios are ours/other."""
+    torch.manual_seed(0)
+    rows = {}
+    for c, h, w in shapes:
+        h, w = _shrink((h, w), quick)
+        x = torch.randn(BATCH, c, h, w)
+        grad = torch.randn_like(x)
+        ours = build_norm("GN", c, layer=f"bench.gn{c}")
+        naive = NaiveGroupNorm(ours.num_groups, c)
+        torch.testing.assert_close(ours(x), naive(x), atol=1e-4, rtol=1e-4)  # same function
+        x_cl, grad_cl = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
+        variants = {"ours": _fwd_bwd(ours, x, grad), "naive": _fwd_bwd(naive, x, grad),
+                    "bn": _fwd_bwd(nn.BatchNorm2d(c), x, grad),
+                    "frozen_bn": _fwd_bwd(FrozenBatchNorm2d(c), x, grad),
+                    "ours_channels_last": _fwd_bwd(ours, x_cl, grad_cl)}
+        med = medians(interleaved(variants, repeats, label=f"GN C={c} {h}x{w} "))
+        rows[f"C{c}_{h}x{w}"] = {
+            **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
+            "ours_vs_naive": ratio(med["ours"], med["naive"]),
+            "ours_vs_bn": ratio(med["ours"], med["bn"]),
+            "ours_vs_frozen_bn": ratio(med["ours"], med["frozen_bn"]),
+            "channels_last_vs_ours": ratio(med["ours_channels_last"], med["ours"])}
+    rows["block_conv_gn_relu"] = _channels_last_block(quick, repeats)
+    worst = lambda key: max(r[key] for k, r in rows.items() if k.startswith("C"))  # noqa: E731
+    return {"batch": BATCH, "repeats": repeats, "rows": rows,
+            "targets": {"ours_vs_naive": {"max": worst("ours_vs_naive"), "target": 0.5},
+                        "ours_vs_bn": {"max": worst("ours_vs_bn"), "target": 1.5}}}
+
+
+def _channels_last_block(quick: bool, repeats: int) -> Dict:
+    """conv3x3(256) + GN + ReLU forward+backward at P3, NCHW vs channels_last end to end."""
+    h, w = _shrink((64, 96), quick)
+    variants = {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1, bias=False),
+                              build_norm("GN", 256), nn.ReLU()).to(memory_format=fmt)
+        x = torch.randn(BATCH, 256, h, w).contiguous(memory_format=fmt)
+        grad = torch.randn(BATCH, 256, h, w).contiguous(memory_format=fmt)
+        variants["nchw" if fmt is torch.contiguous_format else "channels_last"] = \
+            _fwd_bwd(block, x, grad)
+    med = medians(interleaved(variants, repeats, label=f"conv-GN-ReLU {h}x{w} "))
+    return {**{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
+            "channels_last_vs_nchw": ratio(med["channels_last"], med["nchw"])}
+
+
+def _standardize_alternatives(weight: torch.Tensor, eps: Dict[str, float]) -> Dict[str, Callable]:
+    """The formulations WS could use, to keep the fastest: timm's F.batch_norm over a
+    (1, out, in*k*k) view; mmcv's torch.std_mean (Welford). Ours is standardize_weight."""
+    out = weight.shape[0]
+
+    def timm_batch_norm(w):
+        return F.batch_norm(w.reshape(1, out, -1), None, None, training=True, momentum=0.0,
+                            eps=eps["timm"]).reshape_as(w)
+
+    def mmcv_std_mean(w):
+        flat = w.reshape(out, -1)
+        std, mean = torch.std_mean(flat, dim=1, keepdim=True)
+        return ((flat - mean) / (std + eps["mmcv"])).reshape_as(w)
+
+    return {"timm_ours": lambda w: standardize_weight(w, "timm", eps["timm"]),
+            "timm_batch_norm": timm_batch_norm,
+            "mmcv_ours": lambda w: standardize_weight(w, "mmcv", eps["mmcv"]),
+            "mmcv_std_mean": mmcv_std_mean}
+
+
+def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES) -> Dict:
+    """WS conv vs plain conv per R50-FPN conv shape. Train: forward+backward (weight gradient
+    included) of a plain Conv2d, WSConv2d timm-style and mmcv-style. Eval (no_grad): plain,
+    WSConv2d as used (eval mode), standardizing on every call, and fold_ws'd. Also the
+    standardization alone (forward+backward) in our formulation vs timm's and mmcv's."""
+    eps = dict(WS_STYLES)  # each convention's default eps
+    rows, totals = {}, {}
+    for name, cin, cout, k, h, w in shapes:
+        torch.manual_seed(0)
+        h, w = _shrink((h, w), quick)
+        x = torch.randn(BATCH, cin, h, w)
+        kw = dict(padding=k // 2, bias=False)
+        plain = Conv2d(cin, cout, k, **kw)
+        ws = {s: WSConv2d(cin, cout, k, ws_style=s, **kw) for s in ("timm", "mmcv")}
+        for conv in ws.values():
+            conv.weight = nn.Parameter(plain.weight.detach().clone())
+        grad = torch.randn(BATCH, cout, h, w)
+        train = medians(interleaved(
+            {"plain": _fwd_bwd(plain, x, grad), "ws_timm": _fwd_bwd(ws["timm"], x, grad),
+             "ws_mmcv": _fwd_bwd(ws["mmcv"], x, grad)}, repeats, label=f"WS train {name} "))
+        ws_eval = ws["timm"].eval()
+        folded = fold_ws(copy.deepcopy(ws_eval))
+        recompute = lambda conv=ws_eval: conv._conv_forward(  # noqa: E731
+            x, standardize_weight(conv.weight, "timm", conv.ws_eps), None)
+        evals = medians(interleaved(
+            {"plain": _no_grad(plain.eval(), x), "ws": _no_grad(ws_eval, x),
+             "ws_recompute": _no_grad(recompute), "folded": _no_grad(folded, x)},
+            repeats, label=f"WS eval {name} "))
+        std = medians(interleaved(
+            {k2: _fwd_bwd_fn(fn, plain.weight.detach()) for k2, fn in
+             _standardize_alternatives(plain.weight, eps).items()},
+            repeats, label=f"standardize {name} "))
+        for group, med in (("train", train), ("eval", evals), ("standardize", std)):
+            for key, value in med.items():
+                totals[(group, key)] = totals.get((group, key), 0.0) + value
+        rows[f"{name}_{cin}to{cout}_k{k}_{h}x{w}"] = _ws_row(train, evals, std)
+    total = {g: {k: v for (g2, k), v in totals.items() if g2 == g}
+             for g in ("train", "eval", "standardize")}
+    rows["all_shapes_summed"] = _ws_row(total["train"], total["eval"], total["standardize"])
+    summed = rows["all_shapes_summed"]
+    return {"batch": BATCH, "repeats": repeats, "rows": rows, "targets": {
+        "train_ws_timm_vs_plain": {"summed": summed["train_ws_timm_vs_plain"], "target": 1.05},
+        "eval_ws_vs_plain": {"summed": summed["eval_ws_vs_plain"], "target": 1.02},
+        "eval_folded_vs_plain": {"summed": summed["eval_folded_vs_plain"], "target": 1.02}}}
+
+
+def _fwd_bwd_fn(fn: Callable, weight: torch.Tensor) -> Callable[[], None]:
+    grad = torch.randn_like(weight)
+
+    def step():
+        fn(weight.detach().requires_grad_()).backward(grad)
+
+    return step
+
+
+def _ms(medians_s: Dict, prefix: str) -> Dict:
+    return {f"{prefix}_{k}_ms": round(v * 1e3, 3) for k, v in medians_s.items()}
+
+
+def _ws_row(train: Dict, evals: Dict, std: Dict) -> Dict:
+    return {**_ms(train, "train"), **_ms(evals, "eval"), **_ms(std, "standardize"),
+            "train_ws_timm_vs_plain": ratio(train["ws_timm"], train["plain"]),
+            "train_ws_mmcv_vs_plain": ratio(train["ws_mmcv"], train["plain"]),
+            "eval_ws_vs_plain": ratio(evals["ws"], evals["plain"]),
+            "eval_ws_recompute_vs_plain": ratio(evals["ws_recompute"], evals["plain"]),
+            "eval_folded_vs_plain": ratio(evals["folded"], evals["plain"]),
+            "standardize_timm_ours_vs_batch_norm": ratio(std["timm_ours"],
+                                                         std["timm_batch_norm"]),
+            "standardize_mmcv_ours_vs_std_mean": ratio(std["mmcv_ours"], std["mmcv_std_mean"])}
+

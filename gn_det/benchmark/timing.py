@@ -1,0 +1,78 @@
+"""Side-by-side timing: variants interleaved within each repeat, medians after warm-up, progress
+with an ETA, and the machine facts (CPU, threads, load average) a measurement must be read with.
+
+Interleaving matters on a shared machine: load from other processes changes over seconds, and
+timing variant A's repeats before B's would turn that drift into a false A/B ratio.
+"""
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Mapping
+
+import torch
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """'ETA 12s' while work is left, 'total 40s' once done."""
+    left = elapsed / done * (total - done) if done else float("nan")
+    return f"ETA {left:.0f}s" if done < total else f"total {elapsed:.0f}s"
+
+
+def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                label: str = "", progress: bool = True) -> Dict[str, List[float]]:
+    """Seconds per call of each variant, `repeats` samples each: after `warmup` untimed calls of
+    every variant, each repeat calls every variant once, starting one variant later each time so
+    that no variant always runs first (after another variant's cache / allocator state)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    samples = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            variants[name]()
+            samples[name].append(time.perf_counter() - t0)
+        if progress:
+            elapsed = time.perf_counter() - start
+            print(f"  {label}[{r + 1}/{repeats}] {eta(r + 1, repeats, elapsed)}", flush=True)
+    return samples
+
+
+def medians(samples: Mapping[str, List[float]]) -> Dict[str, float]:
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ratio(num: float, den: float, digits: int = 3) -> float:
+    return round(num / den, digits) if den > 0 else float("nan")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo, as lscpu prints it), else platform's guess."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """1-minute load average (nan where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def machine_info() -> Dict:
+    """What a timing must be reported with: CPU, cores, torch threads and versions, load."""
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "load_avg_1m": load_average()}

@@ -16,6 +16,14 @@ from ..layers import ConvNormSpec, convert_to_ws, norm_arg
 __all__ = ["GNFastRCNNConvFCHead", "GNMaskRCNNConvUpsampleHead"]
 
 
+def _with_component_norm(stock_kwargs: dict, cfg, component: str) -> dict:
+    """detectron2's from_config kwargs with its `conv_norm` string replaced by the component's
+    resolved norm and WS."""
+    spec = component_spec(cfg, component)
+    kwargs = {k: v for k, v in stock_kwargs.items() if k != "conv_norm"}
+    return {**kwargs, "norm": spec.norm, "ws": spec.ws}
+
+
 @ROI_BOX_HEAD_REGISTRY.register()
 class GNFastRCNNConvFCHead(FastRCNNConvFCHead):
     """detectron2's conv+fc box head; `norm` (anything NormSpec.of takes) after each conv and
@@ -30,10 +38,7 @@ class GNFastRCNNConvFCHead(FastRCNNConvFCHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        del ret["conv_norm"]
-        spec = component_spec(cfg, "BOX_HEAD")
-        return {**ret, "norm": spec.norm, "ws": spec.ws}
+        return _with_component_norm(super().from_config(cfg, input_shape), cfg, "BOX_HEAD")
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -50,7 +55,4 @@ class GNMaskRCNNConvUpsampleHead(MaskRCNNConvUpsampleHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        ret = super().from_config(cfg, input_shape)
-        del ret["conv_norm"]
-        spec = component_spec(cfg, "MASK_HEAD")
-        return {**ret, "norm": spec.norm, "ws": spec.ws}
+        return _with_component_norm(super().from_config(cfg, input_shape), cfg, "MASK_HEAD")

@@ -1,0 +1,10 @@
+"""The small-batch study behind tools/compare_norms.py: a grid of norm presets x images per GPU,
+each cell trained in its own process from the same seed on the same images, then tabulated and
+plotted (AP vs batch).
+
+grid (presets, schedule, cell configs) -> runner (one process per cell: train_cell) ->
+tables (results.csv / .json / .md) and ap_plot (ap_vs_batch.png).
+"""
+from .grid import DEFAULT_BATCHES, PRESETS, Cell, Grid, Preset, Schedule, extra_preset
+
+__all__ = ["DEFAULT_BATCHES", "PRESETS", "Cell", "Grid", "Preset", "Schedule", "extra_preset"]

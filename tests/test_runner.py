@@ -1,0 +1,168 @@
+"""gn_det.study.runner: per-cell processes (exit codes, peak RSS, crashes recorded as failed),
+folder bookkeeping for skip / restart / resume, and the grid ETA. Real training is in
+test_compare_norms.py; here the cell processes are plain Python commands."""
+import json
+import os
+import sys
+
+import pytest
+
+from gn_det.study.grid import PRESETS, Cell
+from gn_det.study.runner import (FAILED, RESULT, Eta, config_differences, describe,
+                                 format_seconds, prepare_folder, run_cell, run_process)
+from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT
+
+CELL = Cell(PRESETS["gn_all"], 2)
+CONFIG = "SOLVER:\n  BASE_LR: 0.005\n  MAX_ITER: 8\nOUTPUT_DIR: /a\n"
+
+
+def python(code):
+    return [sys.executable, "-c", code]
+
+
+def test_run_process_reports_exit_code_and_its_own_peak_rss(tmp_path):
+    log = tmp_path / "p.log"
+    big = run_process(python("import sys, time\nb = bytearray(300 * 2**20)\nb[::4096] = "
+                             "b'x' * len(b[::4096])\ndel b\nprint('allocated')\ntime.sleep(0.3)\n"
+                             "sys.exit(3)"), str(log), poll_s=0.05)
+    assert big["rc"] == 3 and big["wall_s"] > 0
+    assert 300 <= big["peak_rss_mb"] < 400  # the peak, though freed before the end
+    assert "allocated" in log.read_text()
+    # Not the runner's own memory (a child's ru_maxrss starts from its parent's peak).
+    small = run_process(python("import time; time.sleep(0.3)"), str(log), poll_s=0.05)
+    assert small["rc"] == 0 and small["peak_rss_mb"] < 100
+
+
+def test_run_process_sets_threads(tmp_path):
+    log = tmp_path / "p.log"
+    run_process(python("import os; print('threads', os.environ['OMP_NUM_THREADS'])"), str(log),
+                threads=1)
+    assert "threads 1" in log.read_text()
+
+
+def test_crashed_cell_is_failed_with_its_last_line(tmp_path, cfg_for_cell):
+    folder = str(tmp_path / "cell")
+    os.makedirs(folder)
+    record = run_cell(CELL, cfg_for_cell, folder,
+                      command=python("import sys; print('ValueError: bad thing'); sys.exit(1)"))
+    assert record["status"] == "failed"
+    assert record["error"] == "exit code 1: ValueError: bad thing"
+    with open(os.path.join(folder, FAILED)) as f:
+        assert json.load(f)["error"] == record["error"]
+    assert not os.path.exists(os.path.join(folder, RESULT))
+    assert (record["preset"], record["batch"], record["max_iter"]) == ("gn_all", 2, 3)
+
+
+def test_killed_cell_names_the_signal(tmp_path, cfg_for_cell):
+    folder = str(tmp_path / "cell")
+    os.makedirs(folder)
+    record = run_cell(CELL, cfg_for_cell, folder,
+                      command=python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    assert record["error"] == "killed by SIGKILL (out of memory?)"
+
+
+def test_clean_exit_without_a_result_is_failed(tmp_path, cfg_for_cell):
+    folder = str(tmp_path / "cell")
+    os.makedirs(folder)
+    record = run_cell(CELL, cfg_for_cell, folder, command=python("pass"))
+    assert record["error"] == f"exit code 0 but no {TRAIN_RESULT}"
+
+
+@pytest.fixture
+def cfg_for_cell():
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR = 3, 0.005
+    return cfg
+
+
+def finished(folder, config=CONFIG, **extra):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, CELL_CONFIG), "w") as f:
+        f.write(config)
+    result = dict({"status": "done", "peak_rss_mb": 900.0, "wall_s": 10.0, "AP": 12.0}, **extra)
+    with open(os.path.join(folder, RESULT), "w") as f:
+        json.dump(result, f)
+    return result
+
+
+def test_finished_cell_is_reused(tmp_path):
+    folder = str(tmp_path / "cell")
+    result = finished(folder)
+    assert prepare_folder(CELL, folder, CONFIG, resume=False) == result
+    assert prepare_folder(CELL, folder, CONFIG.replace("/a", "/moved"), resume=False) == result
+
+
+def test_finished_cell_with_another_config_is_an_error(tmp_path):
+    folder = str(tmp_path / "cell")
+    finished(folder)
+    with pytest.raises(ValueError, match=r"holds cell gn_all/bs2 run with another config "
+                                         r"\(SOLVER.BASE_LR: 0.005 -> 0.01\); use another --out"):
+        prepare_folder(CELL, folder, CONFIG.replace("0.005", "0.01"), resume=False)
+
+
+def test_incomplete_result_and_failed_cells_run_again(tmp_path):
+    folder = str(tmp_path / "cell")
+    finished(folder, status="failed")
+    assert prepare_folder(CELL, folder, CONFIG, resume=False) is None
+    assert sorted(os.listdir(folder)) == [CELL_CONFIG]
+    os.unlink(os.path.join(folder, CELL_CONFIG))
+    finished(folder)
+    os.unlink(os.path.join(folder, RESULT))
+    with open(os.path.join(folder, RESULT), "w") as f:
+        f.write('{"status": "done"')  # cut short
+    assert prepare_folder(CELL, folder, CONFIG, resume=False) is None
+
+
+def test_interrupted_cell_restarts_or_resumes(tmp_path):
+    folder = str(tmp_path / "cell")
+    for resume, kept in ((True, True), (False, False)):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, CELL_CONFIG), "w") as f:
+            f.write(CONFIG)
+        for name in ("model_0000003.pth", "last_checkpoint", TRAIN_RESULT):
+            open(os.path.join(folder, name), "w").close()
+        assert prepare_folder(CELL, folder, CONFIG, resume=resume) is None
+        assert os.path.exists(os.path.join(folder, "last_checkpoint")) is kept
+        assert not os.path.exists(os.path.join(folder, TRAIN_RESULT))
+        with open(os.path.join(folder, CELL_CONFIG)) as f:
+            assert f.read() == CONFIG
+    with pytest.raises(ValueError, match="run with another config"):  # resume needs the same
+        prepare_folder(CELL, folder, CONFIG.replace("8", "9"), resume=True)
+
+
+def test_a_folder_that_is_not_a_cell_is_never_cleared(tmp_path):
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a grid cell"):
+        prepare_folder(CELL, str(folder), CONFIG, resume=False)
+    assert (folder / "precious.txt").exists()
+
+
+def test_config_differences_ignores_output_dir():
+    assert config_differences(CONFIG, CONFIG.replace("/a", "/b")) == []
+    assert config_differences(CONFIG, CONFIG.replace("MAX_ITER: 8", "MAX_ITER: 4")) == \
+        ["SOLVER.MAX_ITER: 8 -> 4"]
+
+
+def test_eta_uses_same_batch_cells_then_the_mean():
+    eta = Eta()
+    assert eta.remaining([1, 2]) is None and eta.describe([1]) == "ETA ?"
+    eta.add(1, 100.0)
+    eta.add(1, 200.0)
+    eta.add(8, 30.0)
+    assert eta.remaining([1, 8]) == pytest.approx(150 + 30)
+    assert eta.remaining([2]) == pytest.approx(110)  # no bs2 yet: mean of all cells
+    assert eta.describe([1, 1], jobs=2) == "ETA 2m30s"
+    assert eta.describe([]) == "grid done"
+    assert format_seconds(3725) == "1h02m" and format_seconds(59.6) == "1m00s"
+
+
+def test_describe_outcomes():
+    assert describe({"status": "done", "AP": 12.34, "AP50": None}) == "AP 12.3  AP50 -"
+    assert describe({"status": "diverged", "start_iter": 10, "iterations": 5}) == \
+        "diverged after 15 iterations"
+    assert describe({"status": "failed", "error": "exit code 1: boom"}) == \
+        "FAILED (exit code 1: boom)"

@@ -1,14 +1,17 @@
 """Command-line error handling shared by tools/: user errors end in one line and a non-zero
 exit; `--debug` or GN_DET_DEBUG=1 shows the traceback."""
 import json
+import logging
 import os
 import sys
-from typing import Callable, Tuple, Type
+from typing import Callable, Iterable, Tuple, Type
 
-# Errors caused by input (files, configs, values), as opposed to bugs.
+# Errors caused by input (files, configs, values, the file system), as opposed to bugs.
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    ValueError, KeyError, FileNotFoundError, IsADirectoryError, PermissionError,
-    json.JSONDecodeError, FloatingPointError, NotImplementedError)
+    ValueError, KeyError, OSError, json.JSONDecodeError, FloatingPointError, NotImplementedError)
+EXIT_USER_ERROR = 2
+# detectron2's training loop logs the traceback of any exception before re-raising it.
+TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
 
 
 def debug_requested(argv=None) -> bool:
@@ -22,14 +25,41 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(msg).split()) or type(exc).__name__
 
 
+def error_line(prog: str, exc: BaseException) -> str:
+    return f"{prog}: error: {one_line(exc)} (rerun with --debug for the traceback)"
+
+
 def run_cli(main: Callable[[], object], prog: str) -> None:
-    """Run `main()`; a user error prints `<prog>: error: <one line>` and exits 2."""
+    """Run `main()`; a user error prints `<prog>: error: <one line>` and exits 2; a non-zero
+    int that `main` returns becomes the exit status."""
     if debug_requested():
-        main()
+        status = main()
+    else:
+        try:
+            status = main()
+        except USER_ERRORS as e:
+            print(error_line(prog, e), file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+    if isinstance(status, int) and not isinstance(status, bool) and status:
+        sys.exit(status)
+
+
+class _NoUserErrorTraceback(logging.Filter):
+    """Replaces the traceback of a log record about a user error by the error's one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} {one_line(record.exc_info[1])}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_logged_tracebacks(names: Iterable[str] = TRACEBACK_LOGGERS) -> None:
+    """Keep user errors one line in the log too: loggers that log an exception's traceback before
+    re-raising it (detectron2's training loop) log only its message. No-op with --debug."""
+    if debug_requested():
         return
-    try:
-        main()
-    except USER_ERRORS as e:
-        print(f"{prog}: error: {one_line(e)} (rerun with --debug for the traceback)",
-              file=sys.stderr)
-        sys.exit(2)
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoUserErrorTraceback) for f in logger.filters):
+            logger.addFilter(_NoUserErrorTraceback())

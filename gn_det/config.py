@@ -73,6 +73,10 @@ def _add_train_config(cfg: CN):
     cfg.SOLVER.ACCUMULATE_STEPS = 1
     # Weight decay of GN/LN/IN affine parameters (Detectron's WEIGHT_DECAY_GN).
     cfg.SOLVER.WEIGHT_DECAY_GN = 0.0
+    # MODEL.WEIGHTS tensors whose shape differs from the model's (e.g. a classifier trained for
+    # another NUM_CLASSES): False = refuse the file, naming the keys; True = leave those layers at
+    # their initialization, with a warning naming them. Resuming never skips.
+    cfg.MODEL.SKIP_MISMATCHED_WEIGHTS = False
 
 
 def _add_norm_config(cfg: CN):
@@ -149,4 +153,8 @@ def merge_config_file(cfg: CN, path: str) -> CN:
                        f"for valid keys") from None
     except AssertionError as e:  # detectron2 asserts on missing _BASE_ files
         raise FileNotFoundError(f"config file {path!r}: {e}") from None
+    except OSError as e:  # a _BASE_ file that is missing or unreadable
+        raise FileNotFoundError(f"config file {path!r}: cannot read {e.filename or path!r} "
+                                f"({e.strerror or e}); _BASE_ paths are relative to the file "
+                                f"that names them") from None
     return cfg

@@ -10,3 +10,10 @@ def all_reduce_worker(out_dir):
     dist.all_reduce(t)
     with open(f"{out_dir}/rank{comm.get_rank()}.txt", "w") as f:
         f.write(f"{t.item()} {comm.get_world_size()} {comm.get_local_size()} {dist.get_backend()}")
+
+
+def failing_worker(bad_rank):
+    """Rank `bad_rank` fails on bad input; the others wait for it in a collective."""
+    if comm.get_rank() == bad_rank:
+        raise ValueError("config.yaml: MODEL.NORMS.FPN.TYPE: unknown norm type 'XN'\n(second line)")
+    dist.barrier()

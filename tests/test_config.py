@@ -89,3 +89,8 @@ def test_merge_config_file_safe_yaml_and_errors(cfg, tmp_path):
         merge_config_file(cfg, str(unknown))
     with pytest.raises(FileNotFoundError, match="config file 'nope.yaml' does not exist"):
         merge_config_file(cfg, "nope.yaml")
+    based = tmp_path / "based.yaml"
+    based.write_text("_BASE_: missing-base.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"based.yaml': cannot read '.*missing-base.yaml' "
+                                                r"\(No such file or directory\); _BASE_ paths"):
+        merge_config_file(cfg, str(based))

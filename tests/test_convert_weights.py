@@ -4,8 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
+
+from gn_det.cli import run_cli
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_weights.py"
 
@@ -31,16 +34,26 @@ def test_converts_and_reports(tmp_path, capsys):
     assert "res5.1.conv2.norm.running_var" in saved["model"]
 
 
-def test_corrupt_input_is_a_one_line_error(tmp_path, capsys):
+def test_corrupt_input_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    assert load_tool().main([str(tmp_path / "bad.pth"), str(tmp_path / "out.pth")]) == 1
+    tool = load_tool()
+    monkeypatch.setattr(sys, "argv", ["convert_weights.py", str(tmp_path / "bad.pth"),
+                                      str(tmp_path / "out.pth")])
+    with pytest.raises(SystemExit) as info:
+        run_cli(tool.main, "convert_weights")
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"error: {tmp_path / 'bad.pth'}: not a readable torch" in err
+    assert err.count("\n") == 1 and err.startswith(
+        f"convert_weights: error: {tmp_path / 'bad.pth'}: not a readable torch")
     assert not (tmp_path / "out.pth").exists()
 
 
 def test_missing_input_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "absent.pth"),
                              str(tmp_path / "out.pth")], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stderr == f"error: {tmp_path / 'absent.pth'}: no such file\n"
+    assert result.returncode == 2
+    assert result.stderr == (f"convert_weights: error: {tmp_path / 'absent.pth'}: no such file "
+                             "(rerun with --debug for the traceback)\n")
+    result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "absent.pth"),
+                             str(tmp_path / "out.pth"), "--debug"], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "WeightsError" in result.stderr

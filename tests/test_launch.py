@@ -1,11 +1,14 @@
-"""gn_det.engine.launch: the CPU (gloo) path, and its guard both ways."""
+"""gn_det.engine.launch: the CPU (gloo) path, its guard both ways, and user errors in a rank
+coming back as one line."""
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from gn_det.compat import needs_cpu_launch
 from gn_det.engine import launch
+from gn_det.engine.launch import RankError
 
-from _launch_worker import all_reduce_worker
+from _launch_worker import all_reduce_worker, failing_worker
 
 
 def test_guard_both_ways():
@@ -21,3 +24,16 @@ def test_two_cpu_processes_all_reduce(tmp_path):
     launch(all_reduce_worker, 2, dist_url="auto", args=(str(tmp_path),))
     for rank in (0, 1):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "3.0 2 2 gloo"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU path")
+def test_user_error_in_a_rank_is_one_line(monkeypatch):
+    monkeypatch.delenv("GN_DET_DEBUG", raising=False)
+    with pytest.raises(RankError) as info:  # rank 0 waits in a barrier: it is stopped, not hung
+        launch(failing_worker, 2, dist_url="auto", args=(1,))
+    assert str(info.value) == ("rank 1: config.yaml: MODEL.NORMS.FPN.TYPE: unknown norm type "
+                               "'XN' (second line)")
+    assert info.value.type_name == "ValueError" and isinstance(info.value, ValueError)
+    monkeypatch.setenv("GN_DET_DEBUG", "1")  # --debug: the child's own traceback, as torch gives it
+    with pytest.raises(mp.ProcessRaisedException, match=r"(?s)Traceback.*ValueError: config.yaml"):
+        launch(failing_worker, 2, dist_url="auto", args=(1,))

@@ -1,8 +1,11 @@
 """gn_det.evaluation.results: one clear error per bad entry; ground-truth normalization."""
 import json
 import logging
+import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gn_det.evaluation.results import (EvaluationInputError, GroundTruthError, ResultsError,
                                        category_names, load_ground_truth, load_results,
@@ -28,6 +31,8 @@ def det(**kw):
     (det(bbox=[0, 0, -1, 10]), "bbox", "width and height must be >= 0"),
     (det(bbox=[0, 0, float("nan"), 10]), "bbox", "expected 4 finite numbers"),
     (det(score=float("inf")), "score", "expected a finite number"),
+    (det(score=-0.5), "score", "is -0.5; expected a finite number >= 0"),
+    (det(bbox=[0, float("inf"), 10, 10]), "bbox", "expected 4 finite numbers"),
     (det(score="0.9"), "score", "expected a finite number"),
     (det(score=True), "score", "expected a finite number"),
     ({"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}, "score", "is missing"),
@@ -108,3 +113,43 @@ def test_category_names_are_unique():
     g = gt_dict()
     g["categories"].append({"id": 3, "name": "cat"})
     assert category_names(load_ground_truth(g)) == {1: "cat (id 1)", 2: "dog", 3: "cat (id 3)"}
+
+
+# ------------------------------------------------------------------------------ fuzzing
+
+_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=6)
+            | st.floats(allow_nan=True, allow_infinity=True))
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
+_number = st.integers(-5, 120) | st.floats(allow_nan=True, allow_infinity=True)
+_detection = st.fixed_dictionaries(
+    {}, optional={"image_id": st.integers(0, 4) | _scalars, "category_id": st.integers(0, 3) | _scalars,
+                  "bbox": st.lists(_number, min_size=3, max_size=5) | _json,
+                  "score": _number | _scalars})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(_detection, max_size=4) | _json.filter(lambda d: not isinstance(d, str)))
+def test_fuzz_only_results_error_escapes(data):  # (a str source is a path: fuzzed below)
+    coco = load_ground_truth(gt_dict())
+    try:
+        out = load_results(data, coco, name="fuzz.json")
+    except ResultsError as e:
+        assert "\n" not in str(e) and str(e).startswith("fuzz.json")
+        return
+    for d in out:  # what passes is what COCOeval can use
+        assert d["image_id"] in coco.imgs and d["category_id"] in coco.cats
+        assert all(math.isfinite(v) for v in d["bbox"]) and min(d["bbox"][2:]) >= 0
+        assert math.isfinite(d["score"]) and d["score"] >= 0
+    results_to_coco(coco, out)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=64) | _json.map(lambda d: json.dumps(d).encode()[:-1]))
+def test_fuzz_raw_bytes(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("fuzz") / "res.json"
+    path.write_bytes(raw)
+    try:
+        load_results(path, load_ground_truth(gt_dict()))
+    except ResultsError as e:
+        assert "\n" not in str(e)

@@ -5,26 +5,23 @@ gn_det's backbone naming, for MODEL.WEIGHTS.
     python tools/convert_weights.py resnet50_gn_ws.pth R-50-GN-WS.pth
 
 Prints the inferred architecture and the missing / unexpected keys. The logic lives in
-gn_det.modeling.weights.
+gn_det.modeling.weights. A bad input file ends in one `convert_weights: error:` line and exit
+status 2 (--debug shows the traceback).
 """
 import argparse
-import sys
 
 import gn_det  # noqa: F401  (compat shims before detectron2)
-from gn_det.modeling.weights import (TORCHVISION_INPUT_HINT, WS_HINT, WeightsError,
-                                     convert_torchvision_file)
+from gn_det.cli import run_cli
+from gn_det.modeling.weights import TORCHVISION_INPUT_HINT, WS_HINT, convert_torchvision_file
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="torch checkpoint with torchvision ResNet names (.pth/.pt)")
     parser.add_argument("output", help="converted weights to write (.pth or .pkl)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    try:
-        report = convert_torchvision_file(args.input, args.output)
-    except WeightsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = convert_torchvision_file(args.input, args.output)  # WeightsError: one line (run_cli)
     print("\n".join(report.lines()))
     print(f"wrote {args.output}")
     print(f"note: {TORCHVISION_INPUT_HINT}")
@@ -33,4 +30,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "convert_weights")

@@ -18,6 +18,7 @@ from collections import OrderedDict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gn_det  # noqa: E402,F401  (compat shims before detectron2 / pycocotools users)
+from gn_det.cli import run_cli  # noqa: E402
 from gn_det.evaluation import (DEFAULT_IOU_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,  # noqa: E402
                                EvaluationInputError, evaluate_detections, format_coco_table,
                                format_comparison_table, format_pr_table, load_ground_truth,
@@ -66,15 +67,11 @@ def run_names(args):
 
 
 def main(argv=None) -> int:
+    """Errors in the input raise (EvaluationInputError, a ValueError, or OSError); run_cli turns
+    them into one line and exit status 2."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        return evaluate(args)
-    except (ValueError, OSError) as e:  # EvaluationInputError is a ValueError; bad thresholds too
-        if args.debug:
-            raise
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 2
+    return evaluate(args)
 
 
 def evaluate(args) -> int:
@@ -117,4 +114,4 @@ def evaluate(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "evaluate.py")

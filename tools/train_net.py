@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Train or evaluate a detector with GN / GN+WS components: detectron2's train_net CLI
 (--config-file, --num-gpus, --num-machines, --machine-rank, --dist-url, --resume, --eval-only,
-trailing opts), CPU when CUDA is absent, final metrics in OUTPUT_DIR/metrics_final.json."""
+trailing opts), CPU when CUDA is absent, final metrics in OUTPUT_DIR/metrics_final.json. Bad input
+(config, dataset, weights, a NaN loss) ends in one `train_net: error:` line and exit status 2, from
+any process; --debug (or GN_DET_DEBUG=1) shows the traceback."""
 import json
 import os
 import sys
@@ -12,7 +14,7 @@ import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron
 from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-from gn_det.cli import run_cli  # noqa: E402
+from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
 from gn_det.engine import Trainer, launch, setup_cfg  # noqa: E402
 from gn_det.engine.checkpoint import AtomicCheckpointer, atomic_write  # noqa: E402
 
@@ -25,11 +27,13 @@ def setup(args):
 
 
 def main(args):
+    quiet_logged_tracebacks()  # in each process: a user error is one line in the log too
     cfg = setup(args)
     start = time.perf_counter()
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                           skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
         results, iteration = Trainer.test(cfg, model), None
     else:
@@ -46,7 +50,9 @@ def main(args):
 
 
 def cli():
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    args = parser.parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 

@@ -2,22 +2,34 @@
 
 detectron2 v0.6's worker hard-codes NCCL and asserts CUDA; main falls back to GLOO itself. Where
 detectron2's own launcher can run (CUDA present, or a launcher that knows gloo) it is used as is;
-otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine.
+otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine. A user error in
+any of them (gn_det.cli.USER_ERRORS) comes back to the caller as one `RankError` line, not as the
+child's traceback (unless --debug / GN_DET_DEBUG).
 """
 import importlib
 import logging
+import sys
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detectron2.utils import comm
 
+from ..cli import EXIT_USER_ERROR, USER_ERRORS, debug_requested, one_line
 from ..compat import needs_cpu_launch
 
 # The module, not the function `detectron2.engine.launch` that shadows it as an attribute.
 d2_launch_module = importlib.import_module("detectron2.engine.launch")
 DEFAULT_TIMEOUT = d2_launch_module.DEFAULT_TIMEOUT
 logger = logging.getLogger(__name__)
+
+
+class RankError(ValueError):
+    """A user error raised in one of the launched processes, as one line naming the rank."""
+
+    def __init__(self, rank: int, type_name: str, message: str):
+        self.rank, self.type_name = rank, type_name
+        super().__init__(f"rank {rank}: {message}")
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
@@ -36,19 +48,33 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
         dist_url = f"tcp://127.0.0.1:{d2_launch_module._find_free_port()}"
     logger.info("launching %d CPU processes per machine with gloo (%s)", num_gpus_per_machine,
                 dist_url)
-    mp.spawn(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
-             args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
-                   timeout))
+    debug = debug_requested()
+    errors = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.start_processes(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
+                           start_method="spawn",
+                           args=(errors, debug, main_func, world_size, num_gpus_per_machine,
+                                 machine_rank, dist_url, args, timeout))
+    except mp.ProcessExitedException:
+        if errors.empty():
+            raise
+        raise RankError(*errors.get()) from None
 
 
-def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url,
-                args, timeout):
+def _cpu_worker(local_rank, errors, debug, main_func, world_size, procs_per_machine,
+                machine_rank, dist_url, args, timeout):
     rank = machine_rank * procs_per_machine + local_rank
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank,
                             timeout=timeout)
     _create_local_process_group(procs_per_machine)
     comm.synchronize()
-    main_func(*args)
+    try:
+        main_func(*args)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        errors.put((rank, type(e).__name__, one_line(e)))
+        sys.exit(EXIT_USER_ERROR)  # the launcher stops the other processes
 
 
 def _create_local_process_group(procs_per_machine):

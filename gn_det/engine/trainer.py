@@ -1,16 +1,19 @@
 """Trainer: detectron2's DefaultTrainer with gn_det's pieces, and `setup_cfg` for train_net.
 
 Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
-(SOLVER.WEIGHT_DECAY_GN), atomic checkpoints, DDP on CPU (gloo), the per-GPU batch stated in the
-log at start, and the precision/recall evaluator (gn_det.evaluation) by default.
+(SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that include the optimizer state, DDP on
+CPU (gloo), the per-GPU batch stated in the log at start, the precision/recall evaluator
+(gn_det.evaluation) by default, resumed runs that follow the config's learning rate, and no
+evaluation after a failed run.
 """
 import logging
+import warnings
 import weakref
 
 import torch
 
 from detectron2.config import get_cfg
-from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -51,12 +54,57 @@ class Trainer(DefaultTrainer):
         else:
             self._trainer = AccumulatingTrainer(model, data_loader, optimizer, k)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR,
-                                               trainer=weakref.proxy(self))
+        self.checkpointer = AtomicCheckpointer(
+            model, cfg.OUTPUT_DIR, skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS,
+            trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def state_dict(self):
+        """detectron2 v0.6 leaves the optimizer (SGD momentum, AMP scaler) out of checkpoints, so
+        --resume restarted it from zero; later detectron2 saves it as '_trainer', as here."""
+        ret = super().state_dict()
+        if "_trainer" not in ret:
+            ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "load_state_dict" not in DefaultTrainer.__dict__ and "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def resume_or_load(self, resume=True):
+        """detectron2's, except that a resumed run follows this config's learning rates: the
+        checkpoint's scheduler state keeps the old SOLVER.BASE_LR (and its optimizer state the
+        LR of the next iteration), so lowering BASE_LR to resume after a NaN loss did nothing."""
+        base_lrs = list(getattr(self.scheduler, "base_lrs", []))
+        super().resume_or_load(resume=resume)
+        if not (resume and self.start_iter > 0 and base_lrs):
+            return
+        if base_lrs != list(self.scheduler.base_lrs):
+            logger.info("resume: SOLVER.BASE_LR differs from the checkpoint's (%s -> %s); "
+                        "continuing with this config's", self.scheduler.base_lrs, base_lrs)
+        self.scheduler.base_lrs = base_lrs
+        with warnings.catch_warnings():  # torch warns when get_lr is called outside step()
+            warnings.simplefilter("ignore")
+            lrs = self.scheduler.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+
+    def after_train(self):
+        """detectron2's, except that a run that failed (e.g. a NaN loss) is not evaluated: the
+        evaluation hooks take `iter + 1 >= max_iter` as success, which a failure in the last
+        iteration also meets; a finished loop leaves iter == max_iter."""
+        if self.iter >= self.max_iter:
+            return super().after_train()
+        skip = tuple(getattr(hooks, name) for name in ("EvalHook", "BestCheckpointer")
+                     if hasattr(hooks, name))
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            if not isinstance(h, skip):
+                h.after_train()
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -79,7 +127,7 @@ def setup_cfg(config_file: str = "", opts=()):
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as e:
-        raise KeyError(f"command-line opts {list(opts)}: {e.args[0] if e.args else e}") from None
+        raise KeyError(f"command-line opts: {e.args[0] if e.args else e}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"

@@ -163,7 +163,7 @@ def load_results(source: Source, coco_gt: COCO, name: Optional[str] = None) -> L
     """Validated copies of the detections in a COCO results file (or list) for `coco_gt`.
 
     Each entry needs image_id and category_id known to the ground truth, bbox as 4 finite numbers
-    [x, y, w, h] with w, h >= 0, and a finite score. An empty list is valid (everything scores
+    [x, y, w, h] with w, h >= 0, and a finite score >= 0. An empty list is valid (everything scores
     zero) and logs a warning.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -172,7 +172,7 @@ def load_results(source: Source, coco_gt: COCO, name: Optional[str] = None) -> L
     else:
         name, data = name or "results", source
     if isinstance(data, dict):
-        keys = ", ".join(sorted(data)[:6])
+        keys = ", ".join(_short(k, 30) for k in sorted(data, key=str)[:6])
         hint = (" (this looks like a ground-truth file: pass it as --gt)"
                 if "annotations" in data and "images" in data else "")
         raise ResultsError(name, f"top level is an object with keys {keys}; expected a JSON list of "
@@ -205,8 +205,9 @@ def load_results(source: Source, coco_gt: COCO, name: Optional[str] = None) -> L
             raise ResultsError(name, f"is {_short(det['category_id'])}, not a category of the ground "
                                      f"truth (valid: {_describe_ids(cat_ids)})", i, "category_id")
         _check_box(det["bbox"], ResultsError, name, i)
-        if not _is_number(det["score"]):
-            raise ResultsError(name, f"is {_short(det['score'])}; expected a finite number", i, "score")
+        if not _is_number(det["score"]) or det["score"] < 0:
+            raise ResultsError(name, f"is {_short(det['score'])}; expected a finite number >= 0 "
+                                     "(a confidence)", i, "score")
         det = dict(det)
         det["bbox"] = [float(v) for v in det["bbox"]]
         det["score"] = float(det["score"])

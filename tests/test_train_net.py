@@ -64,3 +64,5 @@ def test_bad_input_is_one_line(tmp_path):
                   "DATASETS.COCO_FORMAT", "[]", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "MODEL.NORMS.FPN.TYPE: unknown norm type 'GroupNorm'" in r.stderr
+    r = train_net("--debug", "--config-file", str(tmp_path / "nope.yaml"))  # the traceback
+    assert r.returncode == 1 and "Traceback" in r.stderr and "FileNotFoundError" in r.stderr

@@ -2,10 +2,11 @@
 
 detectron2 v0.6's worker hard-codes NCCL and asserts CUDA; main falls back to GLOO itself. Where
 detectron2's own launcher can run (CUDA present, or a launcher that knows gloo) it is used as is;
-otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine. A user error in
-any of them (gn_det.cli.USER_ERRORS) comes back to the caller as one `RankError` line, not as the
-child's traceback (unless --debug / GN_DET_DEBUG).
+otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine. Either way, a
+user error in any process (gn_det.cli.USER_ERRORS) comes back to the caller as one `RankError`
+line, not as the child's traceback (unless --debug / GN_DET_DEBUG).
 """
+import functools
 import importlib
 import logging
 import sys
@@ -36,45 +37,56 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
            args=(), timeout=DEFAULT_TIMEOUT):
     """Same signature and meaning as `detectron2.engine.launch`; on CPU, `num_gpus_per_machine`
     is the number of processes per machine."""
-    if not needs_cpu_launch():
-        return d2_launch_module.launch(main_func, num_gpus_per_machine, num_machines,
-                                       machine_rank, dist_url, args=args, timeout=timeout)
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1:
         return main_func(*args)
-    if dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("--dist-url auto works on one machine only; pass tcp://HOST:PORT")
-        dist_url = f"tcp://127.0.0.1:{d2_launch_module._find_free_port()}"
-    logger.info("launching %d CPU processes per machine with gloo (%s)", num_gpus_per_machine,
-                dist_url)
-    debug = debug_requested()
     errors = mp.get_context("spawn").SimpleQueue()
+    worker = functools.partial(_report_user_errors, errors, debug_requested(), main_func)
     try:
-        mp.start_processes(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
-                           start_method="spawn",
-                           args=(errors, debug, main_func, world_size, num_gpus_per_machine,
-                                 machine_rank, dist_url, args, timeout))
+        if not needs_cpu_launch():
+            return d2_launch_module.launch(worker, num_gpus_per_machine, num_machines,
+                                           machine_rank, dist_url, args=args, timeout=timeout)
+        _launch_cpu(worker, num_gpus_per_machine, num_machines, machine_rank, dist_url, args,
+                    timeout)
     except mp.ProcessExitedException:
         if errors.empty():
             raise
         raise RankError(*errors.get()) from None
 
 
-def _cpu_worker(local_rank, errors, debug, main_func, world_size, procs_per_machine,
-                machine_rank, dist_url, args, timeout):
+def _report_user_errors(errors, debug, main_func, *args):
+    """Run `main_func` in a launched process; a user error is reported to the launcher as
+    (rank, type, one line) and ends the process with exit status 2, which stops the others."""
+    try:
+        return main_func(*args)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        errors.put((comm.get_rank(), type(e).__name__, one_line(e)))
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _launch_cpu(main_func, procs_per_machine, num_machines, machine_rank, dist_url, args,
+                timeout):
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("--dist-url auto works on one machine only; pass tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{d2_launch_module._find_free_port()}"
+    logger.info("launching %d CPU processes per machine with gloo (%s)", procs_per_machine,
+                dist_url)
+    mp.start_processes(_cpu_worker, nprocs=procs_per_machine, daemon=False, start_method="spawn",
+                       args=(main_func, num_machines * procs_per_machine, procs_per_machine,
+                             machine_rank, dist_url, args, timeout))
+
+
+def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url,
+                args, timeout):
     rank = machine_rank * procs_per_machine + local_rank
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank,
                             timeout=timeout)
     _create_local_process_group(procs_per_machine)
     comm.synchronize()
-    try:
-        main_func(*args)
-    except USER_ERRORS as e:
-        if debug:
-            raise
-        errors.put((rank, type(e).__name__, one_line(e)))
-        sys.exit(EXIT_USER_ERROR)  # the launcher stops the other processes
+    main_func(*args)
 
 
 def _create_local_process_group(procs_per_machine):

@@ -1,5 +1,7 @@
 """gn_det.engine.launch: the CPU (gloo) path, its guard both ways, and user errors in a rank
 coming back as one line."""
+import importlib
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -37,3 +39,14 @@ def test_user_error_in_a_rank_is_one_line(monkeypatch):
     monkeypatch.setenv("GN_DET_DEBUG", "1")  # --debug: the child's own traceback, as torch gives it
     with pytest.raises(mp.ProcessRaisedException, match=r"(?s)Traceback.*ValueError: config.yaml"):
         launch(failing_worker, 2, dist_url="auto", args=(1,))
+
+
+def test_bad_launch_arguments_are_user_errors(monkeypatch):
+    """Checked here, before spawning: detectron2 asserts them inside each child process."""
+    launch_module = importlib.import_module("gn_det.engine.launch")  # the function shadows it
+    monkeypatch.setattr(launch_module, "needs_cpu_launch", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^--num-gpus 2: this machine has 1 CUDA device\(s\)"):
+        launch(all_reduce_worker, 2, args=("unused",))
+    with pytest.raises(ValueError, match=r"^--dist-url auto works on one machine only"):
+        launch(all_reduce_worker, 1, num_machines=2, dist_url="auto", args=("unused",))

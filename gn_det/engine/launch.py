@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -40,10 +41,16 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1:
         return main_func(*args)
+    on_gpus = not needs_cpu_launch()
+    if on_gpus and num_gpus_per_machine > torch.cuda.device_count():  # d2 asserts in each child
+        raise ValueError(f"--num-gpus {num_gpus_per_machine}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s); expected at most that many")
+    if dist_url == "auto" and num_machines != 1:
+        raise ValueError("--dist-url auto works on one machine only; pass tcp://HOST:PORT")
     errors = mp.get_context("spawn").SimpleQueue()
     worker = functools.partial(_report_user_errors, errors, debug_requested(), main_func)
     try:
-        if not needs_cpu_launch():
+        if on_gpus:
             return d2_launch_module.launch(worker, num_gpus_per_machine, num_machines,
                                            machine_rank, dist_url, args=args, timeout=timeout)
         _launch_cpu(worker, num_gpus_per_machine, num_machines, machine_rank, dist_url, args,
@@ -69,8 +76,6 @@ def _report_user_errors(errors, debug, main_func, *args):
 def _launch_cpu(main_func, procs_per_machine, num_machines, machine_rank, dist_url, args,
                 timeout):
     if dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("--dist-url auto works on one machine only; pass tcp://HOST:PORT")
         dist_url = f"tcp://127.0.0.1:{d2_launch_module._find_free_port()}"
     logger.info("launching %d CPU processes per machine with gloo (%s)", procs_per_machine,
                 dist_url)

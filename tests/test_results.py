@@ -123,7 +123,8 @@ _json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
                      | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
 _number = st.integers(-5, 120) | st.floats(allow_nan=True, allow_infinity=True)
 _detection = st.fixed_dictionaries(
-    {}, optional={"image_id": st.integers(0, 4) | _scalars, "category_id": st.integers(0, 3) | _scalars,
+    {}, optional={"image_id": st.integers(0, 4) | _scalars,
+                  "category_id": st.integers(0, 3) | _scalars,
                   "bbox": st.lists(_number, min_size=3, max_size=5) | _json,
                   "score": _number | _scalars})
 

@@ -20,9 +20,7 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
-import pickle
 import runpy
 import shutil
 import signal

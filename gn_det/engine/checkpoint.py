@@ -266,7 +266,8 @@ def _describe_mismatch(mismatched: Iterable[Tuple[str, tuple, tuple]]) -> str:
     shown = ", ".join(f"{k} is {tuple(a)} in the file but {tuple(b)} in the model"
                       for k, a, b in mismatched[:_SHOWN])
     more = f" (+{len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
-    return f"{len(mismatched)} tensors have another shape: {shown}{more}"
+    count = "1 tensor has" if len(mismatched) == 1 else f"{len(mismatched)} tensors have"
+    return f"{count} another shape: {shown}{more}"
 
 
 def _describe(incompatible) -> str:

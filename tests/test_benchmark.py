@@ -76,6 +76,7 @@ def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
     assert "infer_folded_s_per_img" not in rows["gn_all"]
     for row in rows.values():
         assert row["train_s_per_iter"] > 0 and row["infer_s_per_img"] > 0
+        assert row["train_cpu_s_per_iter"] > 0 and row["infer_cpu_s_per_img"] > 0
         assert row["peak_rss_mb"] >= row["rss_after_build_mb"] > 0
     assert set(result["ratios"]) == {"peak RSS gnws_all / gn_all",
                                      "infer gnws_all folded / gn_all",
@@ -121,11 +122,14 @@ def test_naive_group_norm_is_group_norm(benchmark):
 
 
 def test_ratios_only_where_both_variants_ran(benchmark):
-    rows = {"gn_all": {"train_s_per_iter": 2.0, "peak_rss_mb": 100.0, "infer_s_per_img": 1.0},
+    rows = {"gn_all": {"train_s_per_iter": 2.0, "peak_rss_mb": 100.0, "infer_s_per_img": 1.0,
+                       "infer_cpu_s_per_img": 2.0},
             "gnws_all": {"train_s_per_iter": 2.2, "peak_rss_mb": 105.0, "infer_s_per_img": 1.5,
-                         "infer_folded_s_per_img": 1.01}}
+                         "infer_folded_s_per_img": 1.01, "infer_folded_cpu_s_per_img": 2.1,
+                         "infer_cpu_s_per_img": 3.0}}
     ratios = benchmark.e2e._ratios(rows)
     assert ratios["peak RSS gnws_all / gn_all"] == {"ratio": 1.05, "target": 1.10}
-    assert ratios["infer gnws_all folded / gn_all"] == {"ratio": 1.01, "target": 1.02}
+    assert ratios["infer gnws_all folded / gn_all"] == {"ratio": 1.01, "target": 1.02,
+                                                        "cpu_ratio": 1.05}
     assert ratios["infer gnws_all unfolded / gn_all"]["ratio"] == 1.5
     assert not any("stock" in k or "frozen" in k for k in ratios)

@@ -93,3 +93,85 @@ def test_fold_ws_updates_list_references():
     fold_ws(m)
     assert type(m.a) is Conv2d and m.convs[0] is m.a
     torch.testing.assert_close(m(x), before, atol=1e-5, rtol=1e-5)
+
+
+def _fresh(conv, x):
+    """What `conv` must output: the weight standardized now, no cache involved."""
+    w = standardize_weight(conv.weight.detach(), conv.ws_style, conv.ws_eps)
+    return nn.functional.conv2d(x, w, conv.bias, padding=conv.padding)
+
+
+def test_eval_reuses_standardized_weight_until_it_changes():
+    conv = WSConv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 6, 6)
+    with torch.no_grad():
+        first = conv.standardized_weight()
+        assert conv.standardized_weight() is first  # cached
+        conv.weight.mul_(2).add_(0.5)  # in place: the version counter moves
+        assert conv.standardized_weight() is not first
+        torch.testing.assert_close(conv(x), _fresh(conv, x))
+    state = {k: torch.randn_like(v) for k, v in conv.state_dict().items()}
+    conv.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), _fresh(conv, x))
+        conv.weight = nn.Parameter(torch.randn_like(conv.weight))  # a new tensor altogether
+        torch.testing.assert_close(conv(x), _fresh(conv, x))
+        conv.weight.data.copy_(torch.randn_like(conv.weight))  # .data bypasses the counter
+        conv.clear_ws_cache()
+        torch.testing.assert_close(conv(x), _fresh(conv, x))
+
+
+def test_cache_never_stale_across_optimizer_steps_and_mode_switches():
+    torch.manual_seed(0)
+    conv = WSConv2d(3, 4, 3, padding=1)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.5, momentum=0.9)
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(3):
+        conv.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x), _fresh(conv, x))
+        conv.train()
+        loss = conv(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():  # no_grad in train mode, right after the step
+            torch.testing.assert_close(conv(x), _fresh(conv, x))
+
+
+def test_training_gradients_do_not_use_the_cache():
+    torch.manual_seed(0)
+    conv = WSConv2d(3, 4, 3, padding=1, ws_style="mmcv")
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        conv(x)  # fills the cache
+    assert conv.standardized_weight().grad_fn is not None
+    conv(x).sum().backward()
+    w = conv.weight.detach().clone().requires_grad_()
+    nn.functional.conv2d(x, standardize_weight(w, "mmcv", conv.ws_eps), conv.bias,
+                         padding=1).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, w.grad)
+
+
+def test_frozen_weight_uses_cache_and_passes_input_gradients():
+    conv = WSConv2d(3, 4, 3, padding=1)
+    conv.weight.requires_grad_(False)  # as in stages frozen by FREEZE_AT
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    with torch.inference_mode():
+        conv(x.detach())  # an inference-mode cache entry must not leak into autograd
+    conv(x).sum().backward()
+    assert conv.standardized_weight() is conv.standardized_weight()
+    x_ref = x.detach().clone().requires_grad_()
+    _fresh(conv, x_ref).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+def test_fold_ws_after_weight_change_uses_current_weight():
+    conv = WSConv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(1, 3, 6, 6)
+    with torch.no_grad():
+        conv(x)
+        conv.weight.add_(1.0)
+        expected = _fresh(conv, x)
+    folded = fold_ws(conv)
+    torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)

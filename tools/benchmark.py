@@ -32,6 +32,7 @@ from typing import Callable, Dict, NamedTuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gn_det  # noqa: E402,F401  (compat shims first)
+import torch  # noqa: E402
 from gn_det.benchmark import e2e, layers, timing  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -86,18 +87,18 @@ def bench_eval(args) -> Dict:
 
 
 def bench_gn(args) -> Dict:
-    return layers.gn_benchmark(quick=args.quick, repeats=args.repeats)
+    return layers.gn_benchmark(quick=args.quick, repeats=args.repeats, clock=args.clock)
 
 
 def bench_ws(args) -> Dict:
-    return layers.ws_benchmark(quick=args.quick, repeats=args.repeats)
+    return layers.ws_benchmark(quick=args.quick, repeats=args.repeats, clock=args.clock)
 
 
 def bench_e2e(args) -> Dict:
     size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
     variants = args.variants.split(",") if args.variants else tuple(e2e.VARIANTS)
     return e2e.e2e_benchmark(args.config_dir, quick=args.quick, repeats=args.repeats, size=size,
-                             batch=args.batch, variants=variants)
+                             batch=args.batch, variants=variants, threads=args.threads)
 
 
 BENCHMARKS: Dict[str, Benchmark] = {
@@ -115,6 +116,13 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="smaller problem, for a fast check")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (default: torch's own choice); 1 is robust to "
+                         "other processes' load, which stalls every multi-threaded op")
+    ap.add_argument("--clock", choices=sorted(timing.CLOCKS), default="wall",
+                    help="gn, ws: wall = elapsed time (default); cpu = this process's CPU "
+                         "time, all threads (with --threads 1, robust to others' load); e2e "
+                         "always reports both")
     group = ap.add_argument_group("eval")
     group.add_argument("--images", type=int, default=0, help="images (default 5000; --quick 500)")
     group.add_argument("--dets", type=int, default=100, help="detections per image")
@@ -130,6 +138,8 @@ def parse_args(argv=None):
         ap.error("--repeats must be >= 1")
     if args.size and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", args.size.lower()):
         ap.error(f"--size {args.size!r}: expected HxW, e.g. 512x768")
+    if args.threads < 0:
+        ap.error("--threads must be >= 0 (0: torch's default)")
     if args.batch < 1:
         ap.error("--batch must be >= 1")
     bad = [v for v in args.variants.split(",") if v and v not in e2e.VARIANTS]
@@ -140,6 +150,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     machine = timing.machine_info()
     print(f"{args.name}: {machine['cpu']}, {machine['cpu_count']} CPUs, torch "
           f"{machine['torch']} with {machine['torch_threads']} threads, load average "

@@ -18,26 +18,35 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
-from .timing import eta, ratio
+from .timing import CLOCKS, eta, ratio
 
-# name -> (config file under configs/, extra config options, what it is)
-VARIANTS: Dict[str, tuple] = {
-    "frozen_bn": ("RetinaNet/retinanet_R_50_FPN_1x.yaml", [],
-                  "FrozenBN backbone, no norm in FPN and head (detectron2's baseline)"),
-    "stock_gn_all": ("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
-                     ["MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
-                      "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
-                      "MODEL.NORMS.BACKBONE.TYPE", "", "MODEL.NORMS.FPN.TYPE", ""],
-                     "detectron2's own GN ResNet-FPN builder (RESNETS.NORM / FPN.NORM = GN) "
-                     "with gn_det's GN head (v0.6's own GN head crashes on current torch)"),
-    "gn_fpn_head": ("RetinaNet/retinanet_R_50_FPN_1x_gn_fpn_head.yaml", [],
-                    "gn_det: FrozenBN backbone, GN in FPN and head"),
-    "gn_all": ("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", [],
-               "gn_det: GN in backbone, FPN and head"),
-    "gnws_all": ("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml", [],
-                 "gn_det: GN + WS in backbone, FPN and head"),
+class Variant(NamedTuple):
+    config: str  # under configs/
+    opts: tuple  # extra config options
+    description: str
+    channels_last: Optional[bool] = None  # force CPU channels_last activations on / off
+
+
+VARIANTS: Dict[str, Variant] = {
+    "frozen_bn": Variant("RetinaNet/retinanet_R_50_FPN_1x.yaml", (),
+                         "FrozenBN backbone, no norm in FPN and head (detectron2's baseline)"),
+    "stock_gn_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
+                            ("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
+                             "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+                             "MODEL.NORMS.BACKBONE.TYPE", "", "MODEL.NORMS.FPN.TYPE", ""),
+                            "detectron2's own GN ResNet-FPN builder (RESNETS.NORM / FPN.NORM = "
+                            "GN) with gn_det's GN head (v0.6's own GN head crashes on current "
+                            "torch)"),
+    "gn_fpn_head": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_fpn_head.yaml", (),
+                           "gn_det: FrozenBN backbone, GN in FPN and head"),
+    "gn_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", (),
+                      "gn_det: GN in backbone, FPN and head"),
+    "gnws_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml", (),
+                        "gn_det: GN + WS in backbone, FPN and head"),
+    "gn_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", (),
+                                    "gn_det GN-all, CPU channels_last activations", True),
 }
 FULL_SIZE, QUICK_SIZE = (512, 768), (128, 192)
 BOXES_PER_IMAGE = 4
@@ -96,6 +105,8 @@ def worker_main(argv: Optional[List[str]] = None):
     ap.add_argument("--opts", default="[]")
     ap.add_argument("--size", required=True)
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--channels-last", default="null")  # JSON: null (as built), true, false
+    ap.add_argument("--threads", type=int, default=0)  # 0: torch's default
     args = ap.parse_args(argv)
     # Replies go to the real stdout; anything the libraries print goes to stderr.
     reply_stream = os.fdopen(os.dup(1), "w")
@@ -112,8 +123,14 @@ def worker_main(argv: Optional[List[str]] = None):
 
     from ..layers import WSConv2d, fold_ws
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     cfg, model, optimizer, batch = _build(args.config, json.loads(args.opts), height, width,
                                           args.batch)
+    channels_last = json.loads(args.channels_last)
+    if channels_last is not None:
+        _set_channels_last(model, channels_last)
     folded = None
     reply(ready=True, params=sum(p.numel() for p in model.parameters()),
           ws_convs=sum(isinstance(m, WSConv2d) for m in model.modules()),
@@ -127,21 +144,22 @@ def worker_main(argv: Optional[List[str]] = None):
                 for _ in range(cmd.get("untimed", 0)):
                     _train_step(model, optimizer, batch)
                     storage.iter += 1
-                t0 = time.perf_counter()
+                t0 = _clocks()
                 loss = _train_step(model, optimizer, batch)
-                seconds = time.perf_counter() - t0
+                seconds = _since(t0)
                 storage.iter += 1
-                reply(s=seconds, loss=loss)
-            elif what == "infer":  # one image per call, as detectron2's evaluation does
+                reply(loss=loss, **seconds)
+            elif what == "infer":  # the batch's first image alone, as detectron2 evaluates
                 if cmd.get("folded") and folded is None:
                     folded = fold_ws(copy.deepcopy(model)).eval()
                 net = folded if cmd.get("folded") else model.eval()
+                inputs = [{k: batch[0][k] for k in ("image", "height", "width")}]
                 with torch.no_grad():
                     for _ in range(cmd.get("untimed", 0)):
-                        _infer(net, batch)
-                    t0 = time.perf_counter()
-                    _infer(net, batch)
-                reply(s=(time.perf_counter() - t0) / len(batch))
+                        net(inputs)
+                    t0 = _clocks()
+                    net(inputs)
+                reply(**_since(t0))
             elif what == "stats":
                 reply(peak_rss_mb=round(_peak_rss_mb(), 1), rss_mb=round(_rss_mb(), 1))
             elif what == "quit":
@@ -152,18 +170,37 @@ def worker_main(argv: Optional[List[str]] = None):
             _give_back_memory()
 
 
+def _clocks() -> Dict[str, float]:
+    return {name: clock() for name, clock in CLOCKS.items()}
+
+
+def _since(start: Dict[str, float]) -> Dict[str, float]:
+    """Seconds on every clock since `start` (wall: elapsed; cpu: this process, all threads)."""
+    now = _clocks()
+    return {name: now[name] - start[name] for name in start}
+
+
+def _set_channels_last(model, enabled: bool):
+    """Run the backbone (and so everything after it) on channels_last CPU activations or not."""
+    import torch
+
+    def hook(module, args):
+        x = args[0]
+        if x.device.type == "cpu":
+            fmt = torch.channels_last if enabled else torch.contiguous_format
+            return (x.contiguous(memory_format=fmt),) + tuple(args[1:])
+        return None
+
+    model.backbone.register_forward_pre_hook(hook)
+
+
 def _train_step(model, optimizer, batch) -> float:
     """detectron2's SimpleTrainer.run_step on a fixed batch; returns the loss."""
     loss = sum(model(batch).values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return float(loss)
-
-
-def _infer(net, batch):
-    for image in batch:
-        net([{k: image[k] for k in ("image", "height", "width")}])
+    return float(loss.detach())
 
 
 def _give_back_memory():
@@ -179,7 +216,8 @@ def _give_back_memory():
 class Worker:
     """Parent-side handle of one variant's worker process."""
 
-    def __init__(self, name: str, config_file: str, opts: Sequence[str], size, batch: int):
+    def __init__(self, name: str, config_file: str, opts: Sequence[str], size, batch: int,
+                 channels_last: Optional[bool] = None, threads: int = 0):
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"gn_det_bench_{name}_",
                                                suffix=".log", delete=False)
@@ -189,7 +227,8 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gn_det.benchmark.e2e", "--worker", "--config", config_file,
              "--opts", json.dumps(list(opts)), "--size", f"{size[0]}x{size[1]}",
-             "--batch", str(batch)],
+             "--batch", str(batch), "--channels-last", json.dumps(channels_last),
+             "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
 
     def read(self) -> Dict:
@@ -221,26 +260,31 @@ class Worker:
         os.unlink(self.log.name)
 
 
-def _rounds(calls: List[tuple], repeats: int, label: str) -> Dict[str, float]:
-    """Median seconds per key, interleaved through the workers: `calls` are (key, worker, cmd);
-    each of `repeats` rounds gives every call one turn (an untimed call, then the timed one),
-    starting one call later than the round before."""
-    samples = {key: [] for key, _, _ in calls}
+def _rounds(calls: List[tuple], repeats: int, label: str) -> Dict[str, Dict[str, float]]:
+    """Median seconds per key and clock ({key: {"wall": s, "cpu": s}}), interleaved through the
+    workers: `calls` are (key, worker, cmd); each of `repeats` rounds gives every call one turn
+    (an untimed call, then the timed one), starting one call later than the round before."""
+    samples = {key: {name: [] for name in CLOCKS} for key, _, _ in calls}
     start = time.perf_counter()
     for r in range(repeats):
         shift = r % len(calls)
         for key, worker, cmd in calls[shift:] + calls[:shift]:
-            samples[key].append(worker.ask(untimed=1, **cmd)["s"])
+            out = worker.ask(untimed=1, **cmd)
+            for name in CLOCKS:
+                samples[key][name].append(out[name])
         print(f"  e2e {label} [{r + 1}/{repeats}] "
-              + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in samples.items())
+              + ", ".join(f"{k} {v['wall'][-1]:.2f}s" for k, v in samples.items())
               + f"; {eta(r + 1, repeats, time.perf_counter() - start)}", flush=True)
-    return {key: statistics.median(v) for key, v in samples.items()}
+    return {key: {name: statistics.median(v) for name, v in clocks.items()}
+            for key, clocks in samples.items()}
 
 
 def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
                   size: Optional[Sequence[int]] = None, batch: int = 2,
-                  variants: Sequence[str] = tuple(VARIANTS)) -> Dict:
-    """Train s/iter, peak RSS, inference s/img per variant, and the issue's target ratios."""
+                  variants: Sequence[str] = tuple(VARIANTS), threads: int = 0) -> Dict:
+    """Train s/iter, peak RSS, inference s/img per variant (elapsed, and the worker's CPU time:
+    `_cpu_` keys), and the issue's target ratios on both. `threads`: torch threads in each
+    worker (0: torch's default)."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"e2e variants {unknown or list(variants)}: valid are "
@@ -251,12 +295,13 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
     workers: List[Worker] = []
     try:
         for name in variants:
-            config, opts, _ = VARIANTS[name]
-            path = os.path.join(config_dir, config)
+            variant = VARIANTS[name]
+            path = os.path.join(config_dir, variant.config)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"e2e variant {name}: config {path!r} not found "
                                         f"(--config-dir should be the repository's configs/)")
-            workers.append(Worker(name, path, opts, size, batch))
+            workers.append(Worker(name, path, variant.opts, size, batch,
+                                  variant.channels_last, threads))
         ready = {w.name: w.read() for w in workers}
         train = _rounds([(w.name, w, {"cmd": "train"}) for w in workers], repeats,
                         "train s/iter")
@@ -270,20 +315,27 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
             w.close()
     rows = {}
     for name in variants:
-        rows[name] = {"description": VARIANTS[name][2], "params": ready[name]["params"],
+        rows[name] = {"description": VARIANTS[name].description, "params": ready[name]["params"],
                       "ws_convs": ready[name]["ws_convs"],
-                      "train_s_per_iter": round(train[name], 3),
                       "peak_rss_mb": memory[name]["peak_rss_mb"],
                       "rss_after_build_mb": ready[name]["rss_mb"],
-                      "infer_s_per_img": round(infer[name], 4)}
+                      **_timing_keys("train", "s_per_iter", train[name], 3),
+                      **_timing_keys("infer", "s_per_img", infer[name], 4)}
         if f"{name}_folded" in infer:
-            rows[name]["infer_folded_s_per_img"] = round(infer[f"{name}_folded"], 4)
+            rows[name].update(_timing_keys("infer_folded", "s_per_img", infer[f"{name}_folded"],
+                                           4))
     loader = loader_benchmark(config_dir, size, repeats)
     loader["share_of_train_step"] = ratio(loader["s_per_img"] * batch,
                                           min(r["train_s_per_iter"] for r in rows.values()))
     return {"size": f"{size[0]}x{size[1]}", "batch": batch, "repeats": repeats,
             "torch_threads": ready[variants[0]]["torch_threads"], "rows": rows,
             "ratios": _ratios(rows), "loader": loader}
+
+
+def _timing_keys(what: str, unit: str, seconds: Dict[str, float], digits: int) -> Dict:
+    """{'train_s_per_iter': wall, 'train_cpu_s_per_iter': cpu} from {'wall': .., 'cpu': ..}."""
+    return {f"{what}_{unit}": round(seconds["wall"], digits),
+            f"{what}_cpu_{unit}": round(seconds["cpu"], digits)}
 
 
 # (label, variant, reference variant, row key, target); a target of None: reported only.
@@ -305,13 +357,18 @@ RATIOS = (
 
 
 def _ratios(rows: Dict) -> Dict:
-    """RATIOS as {label: {"ratio", "target"}}, for those whose variants both ran. The folded
-    inference ratio compares GN+WS folded against GN-all's (unfolded, WS-free) time."""
+    """RATIOS as {label: {"ratio": elapsed, "cpu_ratio": CPU time, "target"}}, for those whose
+    variants both ran. The folded inference ratio compares GN+WS folded against GN-all's (plain,
+    WS-free) inference."""
     out = {}
     for label, a, b, key, target in RATIOS:
-        ref_key = "infer_s_per_img" if key == "infer_folded_s_per_img" else key
-        if rows.get(a, {}).get(key) and rows.get(b, {}).get(ref_key):
-            out[label] = {"ratio": ratio(rows[a][key], rows[b][ref_key]), "target": target}
+        ref_key = key.replace("infer_folded_", "infer_")
+        if not (rows.get(a, {}).get(key) and rows.get(b, {}).get(ref_key)):
+            continue
+        out[label] = {"ratio": ratio(rows[a][key], rows[b][ref_key]), "target": target}
+        cpu_key, cpu_ref = (k.replace("_s_per_", "_cpu_s_per_") for k in (key, ref_key))
+        if cpu_key != key:
+            out[label]["cpu_ratio"] = ratio(rows[a][cpu_key], rows[b][cpu_ref])
     return out
 
 
@@ -329,7 +386,7 @@ def loader_benchmark(config_dir: str, size: Sequence[int], repeats: int) -> Dict
 
     height, width = size
     cfg = add_gn_det_config(get_cfg())
-    merge_config_file(cfg, os.path.join(config_dir, VARIANTS["gn_all"][0]))
+    merge_config_file(cfg, os.path.join(config_dir, VARIANTS["gn_all"].config))
     cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (min(size),), "INPUT.MAX_SIZE_TRAIN",
                          max(size)])
     mapper = DatasetMapper(cfg, is_train=True)

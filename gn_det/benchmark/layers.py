@@ -12,7 +12,7 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 from ..layers import WS_STYLES, WSConv2d, build_norm, fold_ws, standardize_weight
-from .timing import interleaved, medians, ratio
+from .timing import CLOCKS, interleaved, medians, ratio
 
 BATCH = 2
 # (channels, H, W) of GN inputs in R50-FPN at 512x768: res2 bottleneck (stride 4), FPN / head
@@ -71,10 +71,13 @@ def _shrink(hw: Sequence[int], quick: bool) -> List[int]:
     return [max(1, v // QUICK_SHRINK) if quick else v for v in hw]
 
 
-def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES) -> Dict:
+def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES,
+                 clock: str = "wall") -> Dict:
     """GN forward+backward per shape: ours (nn.GroupNorm via build_norm, NCHW and channels_last)
     vs naive GN, BatchNorm2d (train mode) and FrozenBN; and a conv3x3-GN-ReLU block in NCHW vs
-    channels_last (the memory-format candidate). Milliseconds are medians; ratios are ours/other."""
+    channels_last (the memory-format candidate). Milliseconds (of `clock`, a timing.CLOCKS name)
+    are medians; ratios are ours/other."""
+    timer = CLOCKS[clock]
     torch.manual_seed(0)
     rows = {}
     for c, h, w in shapes:
@@ -89,21 +92,21 @@ def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES) -> Dic
                     "bn": _fwd_bwd(nn.BatchNorm2d(c), x, grad),
                     "frozen_bn": _fwd_bwd(FrozenBatchNorm2d(c), x, grad),
                     "ours_channels_last": _fwd_bwd(ours, x_cl, grad_cl)}
-        med = medians(interleaved(variants, repeats, label=f"GN C={c} {h}x{w} "))
+        med = medians(interleaved(variants, repeats, label=f"GN C={c} {h}x{w} ", clock=timer))
         rows[f"C{c}_{h}x{w}"] = {
             **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
             "ours_vs_naive": ratio(med["ours"], med["naive"]),
             "ours_vs_bn": ratio(med["ours"], med["bn"]),
             "ours_vs_frozen_bn": ratio(med["ours"], med["frozen_bn"]),
             "channels_last_vs_ours": ratio(med["ours_channels_last"], med["ours"])}
-    rows["block_conv_gn_relu"] = _channels_last_block(quick, repeats)
+    rows["block_conv_gn_relu"] = _channels_last_block(quick, repeats, timer)
     worst = lambda key: max(r[key] for k, r in rows.items() if k.startswith("C"))  # noqa: E731
-    return {"batch": BATCH, "repeats": repeats, "rows": rows,
+    return {"batch": BATCH, "repeats": repeats, "clock": clock, "rows": rows,
             "targets": {"ours_vs_naive": {"max": worst("ours_vs_naive"), "target": 0.5},
                         "ours_vs_bn": {"max": worst("ours_vs_bn"), "target": 1.5}}}
 
 
-def _channels_last_block(quick: bool, repeats: int) -> Dict:
+def _channels_last_block(quick: bool, repeats: int, timer) -> Dict:
     """conv3x3(256) + GN + ReLU forward+backward at P3, NCHW vs channels_last end to end."""
     h, w = _shrink((64, 96), quick)
     variants = {}
@@ -115,7 +118,7 @@ def _channels_last_block(quick: bool, repeats: int) -> Dict:
         grad = torch.randn(BATCH, 256, h, w).contiguous(memory_format=fmt)
         variants["nchw" if fmt is torch.contiguous_format else "channels_last"] = \
             _fwd_bwd(block, x, grad)
-    med = medians(interleaved(variants, repeats, label=f"conv-GN-ReLU {h}x{w} "))
+    med = medians(interleaved(variants, repeats, label=f"conv-GN-ReLU {h}x{w} ", clock=timer))
     return {**{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
             "channels_last_vs_nchw": ratio(med["channels_last"], med["nchw"])}
 
@@ -140,11 +143,14 @@ def _standardize_alternatives(weight: torch.Tensor, eps: Dict[str, float]) -> Di
             "mmcv_std_mean": mmcv_std_mean}
 
 
-def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES) -> Dict:
+def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES,
+                 clock: str = "wall") -> Dict:
     """WS conv vs plain conv per R50-FPN conv shape. Train: forward+backward (weight gradient
     included) of a plain Conv2d, WSConv2d timm-style and mmcv-style. Eval (no_grad): plain,
     WSConv2d as used (eval mode), standardizing on every call, and fold_ws'd. Also the
-    standardization alone (forward+backward) in our formulation vs timm's and mmcv's."""
+    standardization alone (forward+backward) in our formulation vs timm's and mmcv's.
+    `clock`: a timing.CLOCKS name."""
+    timer = CLOCKS[clock]
     eps = dict(WS_STYLES)  # each convention's default eps
     rows, totals = {}, {}
     for name, cin, cout, k, h, w in shapes:
@@ -159,7 +165,8 @@ def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES) -> D
         grad = torch.randn(BATCH, cout, h, w)
         train = medians(interleaved(
             {"plain": _fwd_bwd(plain, x, grad), "ws_timm": _fwd_bwd(ws["timm"], x, grad),
-             "ws_mmcv": _fwd_bwd(ws["mmcv"], x, grad)}, repeats, label=f"WS train {name} "))
+             "ws_mmcv": _fwd_bwd(ws["mmcv"], x, grad)},
+            repeats, label=f"WS train {name} ", clock=timer))
         ws_eval = ws["timm"].eval()
         folded = fold_ws(copy.deepcopy(ws_eval))
         recompute = lambda conv=ws_eval: conv._conv_forward(  # noqa: E731
@@ -167,11 +174,11 @@ def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES) -> D
         evals = medians(interleaved(
             {"plain": _no_grad(plain.eval(), x), "ws": _no_grad(ws_eval, x),
              "ws_recompute": _no_grad(recompute), "folded": _no_grad(folded, x)},
-            repeats, label=f"WS eval {name} "))
+            repeats, label=f"WS eval {name} ", clock=timer))
         std = medians(interleaved(
             {k2: _fwd_bwd_fn(fn, plain.weight.detach()) for k2, fn in
              _standardize_alternatives(plain.weight, eps).items()},
-            repeats, label=f"standardize {name} "))
+            repeats, label=f"standardize {name} ", clock=timer))
         for group, med in (("train", train), ("eval", evals), ("standardize", std)):
             for key, value in med.items():
                 totals[(group, key)] = totals.get((group, key), 0.0) + value
@@ -180,7 +187,7 @@ def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES) -> D
              for g in ("train", "eval", "standardize")}
     rows["all_shapes_summed"] = _ws_row(total["train"], total["eval"], total["standardize"])
     summed = rows["all_shapes_summed"]
-    return {"batch": BATCH, "repeats": repeats, "rows": rows, "targets": {
+    return {"batch": BATCH, "repeats": repeats, "clock": clock, "rows": rows, "targets": {
         "train_ws_timm_vs_plain": {"summed": summed["train_ws_timm_vs_plain"], "target": 1.05},
         "eval_ws_vs_plain": {"summed": summed["eval_ws_vs_plain"], "target": 1.02},
         "eval_folded_vs_plain": {"summed": summed["eval_folded_vs_plain"], "target": 1.02}}}

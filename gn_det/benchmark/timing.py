@@ -19,11 +19,22 @@ def eta(done: int, total: int, elapsed: float) -> str:
     return f"ETA {left:.0f}s" if done < total else f"total {elapsed:.0f}s"
 
 
+CLOCKS: Dict[str, Callable[[], float]] = {
+    # Elapsed time: what a user waits for; inflated by other processes' load.
+    "wall": time.perf_counter,
+    # CPU time of this process, all threads, user + system: with 1 torch thread, close to what
+    # the work costs even while other processes compete for the cores.
+    "cpu": time.process_time,
+}
+
+
 def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                label: str = "", progress: bool = True) -> Dict[str, List[float]]:
-    """Seconds per call of each variant, `repeats` samples each: after `warmup` untimed calls of
-    every variant, each repeat calls every variant once, starting one variant later each time so
-    that no variant always runs first (after another variant's cache / allocator state)."""
+                label: str = "", progress: bool = True,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Seconds (of `clock`) per call of each variant, `repeats` samples each: after `warmup`
+    untimed calls of every variant, each repeat calls every variant once, starting one variant
+    later each time so that no variant always runs first (after another variant's cache /
+    allocator state)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(variants)
@@ -34,9 +45,9 @@ def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int, warm
     start = time.perf_counter()
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            t0 = clock()
             variants[name]()
-            samples[name].append(time.perf_counter() - t0)
+            samples[name].append(clock() - t0)
         if progress:
             elapsed = time.perf_counter() - start
             print(f"  {label}[{r + 1}/{repeats}] {eta(r + 1, repeats, elapsed)}", flush=True)

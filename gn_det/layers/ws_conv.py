@@ -7,6 +7,8 @@ which one they were trained with:
 - "mmcv" (the paper's code / mmcv ConvWS2d): unbiased std, eps added to it: (w - m) / (std + eps).
 """
 import dataclasses
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,30 +43,66 @@ class WSSpec:
 
 
 def standardize_weight(weight: torch.Tensor, style: str = "timm", eps: float = 1e-6) -> torch.Tensor:
-    """Standardize each output filter of a conv weight (out, in, kh, kw) over its other axes."""
+    """Standardize each output filter of a conv weight (out, in, kh, kw) over its other axes.
+    Formulations picked by `tools/benchmark.py ws` (docs/PERFORMANCE.md)."""
+    flat = weight.reshape(weight.shape[0], -1)
     if style == "timm":
-        # One fused op (as timm does): batch_norm over a (1, out, in*kh*kw) view, biased variance.
-        return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None, training=True,
-                            momentum=0.0, eps=eps).reshape_as(weight)
+        # One fused op: layer_norm over each filter is timm's F.batch_norm over a (1, out, -1)
+        # view (biased variance, eps inside the sqrt), with a faster CPU kernel.
+        return F.layer_norm(flat, flat.shape[1:], eps=eps).reshape_as(weight)
     if style == "mmcv":
-        flat = weight.reshape(weight.shape[0], -1)
-        std, mean = torch.std_mean(flat, dim=1, keepdim=True)  # unbiased std
-        return ((flat - mean) / (std + eps)).reshape_as(weight)
+        # Unbiased std as torch.std, computed in two vectorized passes (mean, then the norm of
+        # the deviations) rather than torch.std_mean's slower Welford pass.
+        centered = flat - flat.mean(dim=1, keepdim=True)
+        std = torch.linalg.vector_norm(centered, dim=1, keepdim=True) / math.sqrt(
+            flat.shape[1] - 1)
+        return (centered / (std + eps)).reshape_as(weight)
     raise ValueError(f"unknown WS style {style!r}; valid: {', '.join(WS_STYLES)}")
 
 
 class WSConv2d(Conv2d):
     """Drop-in for `detectron2.layers.Conv2d` (keeps its `norm` and `activation` kwargs) whose
-    weight is standardized on every forward."""
+    weight is standardized on every forward that trains it.
+
+    Where no gradient can reach the weight (eval / no_grad, or a frozen weight), the
+    standardized weight is cached and reused while the weight is unchanged: the cache is keyed on
+    the weight's storage and version counter, which every in-place update (optimizer step,
+    load_state_dict, copy_) bumps. Updates made through `weight.data` bypass the counter: call
+    `clear_ws_cache()` after them (or `fold_ws` the model for deployment).
+    """
 
     def __init__(self, *args, ws_style: str = "timm", ws_eps: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         spec = WSSpec(True, ws_style, ws_eps)
         self.ws_style = spec.style
         self.ws_eps = spec.effective_eps
+        self._ws_cache = None  # (weight alias, its version, inference mode, standardized)
 
     def standardized_weight(self) -> torch.Tensor:
-        return standardize_weight(self.weight, self.ws_style, self.ws_eps)
+        w = self.weight
+        if (w.requires_grad and torch.is_grad_enabled()) or _compiling():
+            return standardize_weight(w, self.ws_style, self.ws_eps)
+        # The alias keeps the cached weight's storage alive, so no other tensor can reuse its
+        # address; inference-mode results are reused only in inference mode (autograd rejects
+        # inference tensors elsewhere).
+        key = (w._version, torch.is_inference_mode_enabled())
+        cache = self._ws_cache
+        if cache is not None and cache[0].data_ptr() == w.data_ptr() and cache[1:3] == key \
+                and cache[0].shape == w.shape and cache[0].dtype == w.dtype \
+                and cache[0].device == w.device:
+            return cache[3]
+        with torch.no_grad():
+            result = standardize_weight(w, self.ws_style, self.ws_eps)
+        self._ws_cache = (w.detach(), *key, result)
+        return result
+
+    def clear_ws_cache(self):
+        """Forget the cached standardized weight (see the class docstring)."""
+        self._ws_cache = None
+
+    def train(self, mode: bool = True):
+        self.clear_ws_cache()  # a mode switch usually precedes weight updates or deployment
+        return super().train(mode)
 
     def forward(self, x):
         x = self._conv_forward(x, self.standardized_weight(), self.bias)
@@ -76,6 +114,13 @@ class WSConv2d(Conv2d):
 
     def extra_repr(self):
         return f"{super().extra_repr()}, ws_style={self.ws_style}, ws_eps={self.ws_eps:g}"
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces (the cache's pointer checks would break its graph)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling")
+                and compiler.is_compiling())
 
 
 def swap_modules(root: nn.Module, make) -> nn.Module:

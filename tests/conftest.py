@@ -39,19 +39,19 @@ def tiny_shapes(tmp_path_factory):
     return out
 
 
+def load_tool(name: str):
+    """A tools/ script as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def tiny_train_opts(tiny_shapes, tmp_path):
-    """opts turning the toy R-18 RetinaNet config into a seconds-long CPU run on tiny_shapes."""
-    ds = tiny_shapes
-    return ["DATASETS.COCO_FORMAT",
-            str([["tiny_train", f"{ds}/annotations/train.json", f"{ds}/train"],
-                 ["tiny_val", f"{ds}/annotations/val.json", f"{ds}/val"]]),
-            "DATASETS.TRAIN", "('tiny_train',)", "DATASETS.TEST", "('tiny_val',)",
-            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-            "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
-            "MODEL.NORMS.BACKBONE.TYPE", "GN", "MODEL.NORMS.FPN.TYPE", "GN",
-            "MODEL.NORMS.RETINANET_HEAD.TYPE", "GN", "MODEL.NORMS.GN.NUM_GROUPS", "8",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
-            "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2",
-            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")]
+    """opts turning the toy R-18 RetinaNet config into a seconds-long CPU run on tiny_shapes
+    (6 iterations, checkpoints every 2), shared with tools/check_bad_inputs.py."""
+    opts = load_tool("check_bad_inputs").tiny_train_opts(tiny_shapes, tmp_path / "out")
+    return opts[:-2] + ["SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(tmp_path / "out")]

@@ -1,22 +1,17 @@
 """tools/check_bad_inputs.py: every bad input but the training runs ends as the issue asks (one
 `<prog>: error:` line, exit 2, no traceback; boxes and empty results as counted warnings), the
 table and counts come out, and the judge catches a case that ends badly."""
-import importlib.util
 import json
 
 import pytest
 
-from conftest import REPO
+from conftest import load_tool
 
-TOOL = REPO / "tools" / "check_bad_inputs.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("check_bad_inputs", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("check_bad_inputs")
 
 
 def test_cases_cover_every_group_of_the_issue(tool):

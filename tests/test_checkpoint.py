@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, TOY_CONFIG
+from conftest import REPO, TOY_CONFIG, load_tool
 from gn_det.engine.checkpoint import AtomicCheckpointer, CheckpointError, summarize_keys
 from gn_det.engine.safe_load import pickle_source_allowed
 
@@ -270,24 +270,8 @@ def test_resume_into_a_model_of_another_shape_is_refused(saved):
 # -------------------------------------------------- faults in a real train_net run (tiny data)
 
 TRAIN_NET = str(REPO / "tools/train_net.py")
-# Runs train_net in-process, SIGKILLing it in the middle of writing its KILL_AT-th checkpoint.
-KILLING_WRAPPER = textwrap.dedent("""
-    import os, runpy, signal, sys, torch
-    kill_at, real_save, saves = int(os.environ["KILL_AT_SAVE"]), torch.save, []
-
-    def save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and "model" in obj:
-            saves.append(1)
-            if len(saves) == kill_at:
-                f.write(b"PK partial")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        return real_save(obj, f, *args, **kwargs)
-
-    torch.save = save
-    sys.argv = sys.argv[1:]
-    runpy.run_path(sys.argv[0], run_name="__main__")
-""")
+# Runs train_net in-process, SIGKILLing it in the middle of writing its KILL_AT_SAVE-th checkpoint.
+KILLING_WRAPPER = load_tool("check_bad_inputs").KILLING_WRAPPER
 
 
 def train_net(*args, env=None):

@@ -66,6 +66,23 @@ KILLING_WRAPPER = textwrap.dedent("""
 """)
 
 
+def tiny_train_opts(shapes: Path, out: Path, name: str = "tiny") -> List[str]:
+    """opts turning the toy R-18 RetinaNet config into a seconds-long CPU run on a tiny shapes
+    dataset (datasets/make_shapes.py --size 64), registered as NAME_train / NAME_val."""
+    return ["DATASETS.COCO_FORMAT",
+            str([[f"{name}_train", f"{shapes}/annotations/train.json", f"{shapes}/train"],
+                 [f"{name}_val", f"{shapes}/annotations/val.json", f"{shapes}/val"]]),
+            "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_val',)",
+            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+            "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
+            "MODEL.NORMS.BACKBONE.TYPE", "GN", "MODEL.NORMS.FPN.TYPE", "GN",
+            "MODEL.NORMS.RETINANET_HEAD.TYPE", "GN", "MODEL.NORMS.GN.NUM_GROUPS", "8",
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
+            "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
+
+
 @dataclasses.dataclass
 class Case:
     group: str
@@ -112,20 +129,7 @@ class Inputs:
         return json.loads((self.shapes / "annotations/val.json").read_text())
 
     def train_opts(self, out: Path) -> List[str]:
-        """opts turning the toy config into a seconds-long CPU run on the tiny dataset."""
-        ds = self.shapes
-        return ["DATASETS.COCO_FORMAT",
-                str([["bad_train", f"{ds}/annotations/train.json", f"{ds}/train"],
-                     ["bad_val", f"{ds}/annotations/val.json", f"{ds}/val"]]),
-                "DATASETS.TRAIN", "('bad_train',)", "DATASETS.TEST", "('bad_val',)",
-                "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-                "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-                "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
-                "MODEL.NORMS.BACKBONE.TYPE", "GN", "MODEL.NORMS.FPN.TYPE", "GN",
-                "MODEL.NORMS.RETINANET_HEAD.TYPE", "GN", "MODEL.NORMS.GN.NUM_GROUPS", "8",
-                "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
-                "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
-                "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
+        return tiny_train_opts(self.shapes, out, "bad")
 
     def train_net(self, out: Path, *extra: str) -> List[str]:
         return ["--config-file", TOY_CONFIG, *self.train_opts(out), *extra]

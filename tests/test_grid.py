@@ -117,12 +117,14 @@ def test_cell_config_round_trips_through_its_yaml_dump(data_opts, tmp_path):
 
 
 def test_extra_config_is_a_preset_with_the_grids_schedule(data_opts, tmp_path):
-    preset = extra_preset(GNWS_CONFIG)
-    assert preset.name == "retinanet_R_18_FPN_gnws_shapes" and preset.config_file == GNWS_CONFIG
+    extra = tmp_path / "gnws_192.yaml"  # its own input size, unlike the study config's 160 px
+    extra.write_text(f'_BASE_: "{GNWS_CONFIG}"\nINPUT:\n  MIN_SIZE_TRAIN: (192,)\n')
+    preset = extra_preset(str(extra))
+    assert preset.name == "gnws_192" and preset.config_file == str(extra)
     grid = Grid(STUDY_CONFIG, [PRESETS["gn_all"], preset], [4], schedule(), data_opts)
     cfg = grid.cell_cfg(Cell(preset, 4), str(tmp_path))
     assert all_component_specs(cfg)["BACKBONE"].ws
-    assert cfg.INPUT.MIN_SIZE_TRAIN == (256,)  # its own config, not the base's 160 px
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (192,)
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (pytest.approx(0.01), 4)
 
 

@@ -43,6 +43,7 @@ def test_gn_quick_reports_ratios(benchmark, tmp_path, capsys):
     result = json.loads(out.read_text())["gn"]
     printed = capsys.readouterr().out
     assert "ours_vs_naive" in printed and "load average" in printed
+    assert "gn ours_vs_naive (worst shape): " in printed
     rows = result["rows"]
     assert {"C64_32x48", "C256_16x24", "C1024_8x12", "block_conv_gn_relu"} <= set(rows)
     for row in (rows[k] for k in rows if k.startswith("C")):
@@ -133,3 +134,17 @@ def test_ratios_only_where_both_variants_ran(benchmark):
                                                         "cpu_ratio": 1.05}
     assert ratios["infer gnws_all unfolded / gn_all"]["ratio"] == 1.5
     assert not any("stock" in k or "frozen" in k for k in ratios)
+
+
+def test_target_lines_say_met_or_missed(benchmark):
+    gn = {"targets": {"ours_vs_naive": {"max": 0.4, "target": 0.5},
+                      "ours_vs_bn": {"max": 1.7, "target": 1.5}}}
+    assert benchmark.target_lines("gn", gn) == [
+        "  gn ours_vs_naive (worst shape): 0.400x (target <= 0.50x): MET",
+        "  gn ours_vs_bn (worst shape): 1.700x (target <= 1.50x): MISSED"]
+    e2e = {"ratios": {"train gn_all / stock_gn_all": {"ratio": 1.01, "target": 1.0,
+                                                      "cpu_ratio": 0.99},
+                      "infer gn_all / frozen_bn": {"ratio": 1.2, "target": None}}}
+    assert benchmark.target_lines("e2e", e2e) == [
+        "  train gn_all / stock_gn_all: 1.010x, CPU time 0.990x (target <= 1.00x): MISSED",
+        "  infer gn_all / frozen_bn: 1.200x (no target): reported"]

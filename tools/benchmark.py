@@ -109,6 +109,31 @@ BENCHMARKS: Dict[str, Benchmark] = {
 }
 
 
+def target_lines(name: str, result: Dict) -> list:
+    """One line per target of the issue: measured ratio, target, met or missed (ratios where
+    lower is better; e2e adds the CPU-time ratio)."""
+    lines = []
+    if name in ("gn", "ws"):
+        for label, t in result.get("targets", {}).items():
+            measured = t.get("max", t.get("summed"))
+            how = "worst shape" if "max" in t else "all shapes summed"
+            lines.append((f"{name} {label} ({how})", measured, t["target"], None))
+    elif name == "e2e":
+        for label, t in result.get("ratios", {}).items():
+            lines.append((label, t["ratio"], t["target"], t.get("cpu_ratio")))
+    elif name == "eval":
+        lines.append(("eval (COCOeval + P/R) / COCOeval", result["ratio"], result["budget_ratio"],
+                      None))
+    out = []
+    for label, measured, target, cpu in lines:
+        verdict = ("reported" if target is None else
+                   "MET" if measured <= target else "MISSED")
+        cpu_text = f", CPU time {cpu:.3f}x" if cpu is not None else ""
+        target_text = f"target <= {target:.2f}x" if target is not None else "no target"
+        out.append(f"  {label}: {measured:.3f}x{cpu_text} ({target_text}): {verdict}")
+    return out
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", choices=sorted(BENCHMARKS),
@@ -159,6 +184,7 @@ def main(argv=None) -> int:
     result = BENCHMARKS[args.name].run(args)
     result["machine"] = dict(machine, load_avg_1m_after=timing.load_average())
     print(json.dumps({args.name: result}, indent=1))
+    print(f"{args.name} ratios (lower is better):", *target_lines(args.name, result), sep="\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({args.name: result}, f, indent=1)

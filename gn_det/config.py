@@ -77,6 +77,9 @@ def _add_train_config(cfg: CN):
     # another NUM_CLASSES): False = refuse the file, naming the keys; True = leave those layers at
     # their initialization, with a warning naming them. Resuming never skips.
     cfg.MODEL.SKIP_MISMATCHED_WEIGHTS = False
+    # gn_det backbones: channels_last (NHWC) activations on CPU from the backbone on
+    # (gn_det.modeling.memory_format; measured in docs/PERFORMANCE.md).
+    cfg.MODEL.CHANNELS_LAST = False
 
 
 def _add_norm_config(cfg: CN):

@@ -83,6 +83,7 @@ def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
                                      "infer gnws_all folded / gn_all",
                                      "infer gnws_all unfolded / gn_all"}
     assert result["loader"]["s_per_img"] > 0
+    assert result["same_network"] == ["gn_all = gnws_all folded"]
     assert "[1/1]" in capsys.readouterr().out
 
 
@@ -148,3 +149,28 @@ def test_target_lines_say_met_or_missed(benchmark):
     assert benchmark.target_lines("e2e", e2e) == [
         "  train gn_all / stock_gn_all: 1.010x, CPU time 0.990x (target <= 1.00x): MISSED",
         "  infer gn_all / frozen_bn: 1.200x (no target): reported"]
+
+
+def test_network_signature_tells_identical_networks_apart_from_different_ones(benchmark):
+    """The premise behind reading e2e ratios: detectron2's own GN-all and ours build the same
+    network; GN+WS folded is the GN-all network; WS, channels_last and FrozenBN are not."""
+    import copy
+
+    from gn_det.layers import fold_ws
+
+    e2e = benchmark.e2e
+
+    def signature(name, fold=False):
+        variant = e2e.VARIANTS[name]
+        _, model, _, _ = e2e._build(str(ROOT / "configs" / variant.config), list(variant.opts),
+                                    64, 96, 1)
+        return e2e.network_signature(fold_ws(copy.deepcopy(model)) if fold else model)
+
+    gn_all = signature("gn_all")
+    assert signature("stock_gn_all") == gn_all
+    assert signature("gnws_all", fold=True) == gn_all
+    others = {signature(n) for n in ("gnws_all", "gn_all_channels_last", "frozen_bn")}
+    assert gn_all not in others and len(others) == 3
+    ready = {"a": {"signature": "x", "folded_signature": None},
+             "b": {"signature": "y", "folded_signature": "x"}}
+    assert e2e.same_networks(ready) == ["a = b folded"]

@@ -175,3 +175,13 @@ def test_fold_ws_after_weight_change_uses_current_weight():
         expected = _fresh(conv, x)
     folded = fold_ws(conv)
     torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_ws_keeps_frozen_parameters_frozen():
+    """A frozen stage (FREEZE_AT) must not become trainable by folding."""
+    model = nn.Sequential(WSConv2d(3, 4, 3, bias=True), WSConv2d(4, 4, 1, bias=False))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    folded = fold_ws(model)
+    assert [p.requires_grad for p in folded[0].parameters()] == [False, False]
+    assert [p.requires_grad for p in folded[1].parameters()] == [True]

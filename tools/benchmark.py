@@ -11,7 +11,8 @@ repeats. Add one by writing `def bench_x(args) -> dict` and a BENCHMARKS entry.
            standardization formulations (--quick: feature maps 4x smaller)
     e2e    RetinaNet R50-FPN, 512x768, batch 2, CPU: train s/iter, peak RSS, inference s/img
            (WS folded and not) for FrozenBN, stock detectron2 GN-all, GN-FPN+head, GN-all,
-           GN+WS-all, each variant in its own process (--quick: 128x192)
+           GN+WS-all and GN-all / GN+WS-all with MODEL.CHANNELS_LAST, each variant in its own
+           process; lists variants that build the same network (--quick: 128x192)
     eval   COCOeval evaluate+accumulate alone vs. the same plus gn_det's P/R/F1 at 4 score x 2 IoU
            thresholds and best-F1 per class (synthetic: 5000 images x 100 detections, 80 classes;
            --quick: 500 images)

@@ -26,7 +26,6 @@ class Variant(NamedTuple):
     config: str  # under configs/
     opts: tuple  # extra config options
     description: str
-    channels_last: Optional[bool] = None  # force CPU channels_last activations on / off
 
 
 VARIANTS: Dict[str, Variant] = {
@@ -45,11 +44,37 @@ VARIANTS: Dict[str, Variant] = {
                       "gn_det: GN in backbone, FPN and head"),
     "gnws_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml", (),
                         "gn_det: GN + WS in backbone, FPN and head"),
-    "gn_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", (),
-                                    "gn_det GN-all, CPU channels_last activations", True),
+    "gn_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
+                                    ("MODEL.CHANNELS_LAST", True),
+                                    "gn_det GN-all, MODEL.CHANNELS_LAST (NHWC on CPU)"),
+    "gnws_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml",
+                                      ("MODEL.CHANNELS_LAST", True),
+                                      "gn_det GN+WS-all, MODEL.CHANNELS_LAST (NHWC on CPU)"),
 }
 FULL_SIZE, QUICK_SIZE = (512, 768), (128, 192)
 BOXES_PER_IMAGE = 4
+
+
+def network_signature(model) -> str:
+    """Digest of the network's structure: every module holding parameters (or a leaf), in order,
+    with its type, shape attributes, forward pre-hooks (e.g. MODEL.CHANNELS_LAST's) and which
+    parameters train. Two variants with the same
+    signature run the same ops on tensors of the same shapes, so any timing gap between them is
+    measurement noise (or post-processing of different detections)."""
+    import hashlib
+
+    attrs = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+             "groups", "num_groups", "num_channels", "num_features", "eps")
+    parts = []
+    for module in model.modules():
+        own = list(module.named_parameters(recurse=False))
+        hooks = [getattr(h, "__name__", type(h).__name__)
+                 for h in module._forward_pre_hooks.values()]
+        if own or hooks or not list(module.children()):
+            parts.append(repr((type(module).__name__, hooks,
+                               [(a, getattr(module, a)) for a in attrs if hasattr(module, a)],
+                               [(n, tuple(p.shape), p.requires_grad) for n, p in own])))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def _peak_rss_mb() -> float:
@@ -105,7 +130,6 @@ def worker_main(argv: Optional[List[str]] = None):
     ap.add_argument("--opts", default="[]")
     ap.add_argument("--size", required=True)
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--channels-last", default="null")  # JSON: null (as built), true, false
     ap.add_argument("--threads", type=int, default=0)  # 0: torch's default
     args = ap.parse_args(argv)
     # Replies go to the real stdout; anything the libraries print goes to stderr.
@@ -128,13 +152,12 @@ def worker_main(argv: Optional[List[str]] = None):
 
     cfg, model, optimizer, batch = _build(args.config, json.loads(args.opts), height, width,
                                           args.batch)
-    channels_last = json.loads(args.channels_last)
-    if channels_last is not None:
-        _set_channels_last(model, channels_last)
-    folded = None
-    reply(ready=True, params=sum(p.numel() for p in model.parameters()),
-          ws_convs=sum(isinstance(m, WSConv2d) for m in model.modules()),
-          torch_threads=torch.get_num_threads(), rss_mb=round(_rss_mb(), 1))
+    ws_convs = sum(isinstance(m, WSConv2d) for m in model.modules())
+    folded_signature = network_signature(fold_ws(copy.deepcopy(model))) if ws_convs else None
+    folded = None  # folded at the first folded inference, from the trained weights
+    reply(ready=True, params=sum(p.numel() for p in model.parameters()), ws_convs=ws_convs,
+          torch_threads=torch.get_num_threads(), rss_mb=round(_rss_mb(), 1),
+          signature=network_signature(model), folded_signature=folded_signature)
     with EventStorage(0) as storage:
         for line in sys.stdin:
             cmd = json.loads(line)
@@ -180,20 +203,6 @@ def _since(start: Dict[str, float]) -> Dict[str, float]:
     return {name: now[name] - start[name] for name in start}
 
 
-def _set_channels_last(model, enabled: bool):
-    """Run the backbone (and so everything after it) on channels_last CPU activations or not."""
-    import torch
-
-    def hook(module, args):
-        x = args[0]
-        if x.device.type == "cpu":
-            fmt = torch.channels_last if enabled else torch.contiguous_format
-            return (x.contiguous(memory_format=fmt),) + tuple(args[1:])
-        return None
-
-    model.backbone.register_forward_pre_hook(hook)
-
-
 def _train_step(model, optimizer, batch) -> float:
     """detectron2's SimpleTrainer.run_step on a fixed batch; returns the loss."""
     loss = sum(model(batch).values())
@@ -217,7 +226,7 @@ class Worker:
     """Parent-side handle of one variant's worker process."""
 
     def __init__(self, name: str, config_file: str, opts: Sequence[str], size, batch: int,
-                 channels_last: Optional[bool] = None, threads: int = 0):
+                 threads: int = 0):
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"gn_det_bench_{name}_",
                                                suffix=".log", delete=False)
@@ -227,7 +236,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gn_det.benchmark.e2e", "--worker", "--config", config_file,
              "--opts", json.dumps(list(opts)), "--size", f"{size[0]}x{size[1]}",
-             "--batch", str(batch), "--channels-last", json.dumps(channels_last),
+             "--batch", str(batch),
              "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
 
@@ -301,7 +310,7 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
                 raise FileNotFoundError(f"e2e variant {name}: config {path!r} not found "
                                         f"(--config-dir should be the repository's configs/)")
             workers.append(Worker(name, path, variant.opts, size, batch,
-                                  variant.channels_last, threads))
+                                  threads))
         ready = {w.name: w.read() for w in workers}
         train = _rounds([(w.name, w, {"cmd": "train"}) for w in workers], repeats,
                         "train s/iter")
@@ -329,7 +338,18 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
                                           min(r["train_s_per_iter"] for r in rows.values()))
     return {"size": f"{size[0]}x{size[1]}", "batch": batch, "repeats": repeats,
             "torch_threads": ready[variants[0]]["torch_threads"], "rows": rows,
-            "ratios": _ratios(rows), "loader": loader}
+            "ratios": _ratios(rows), "same_network": same_networks(ready), "loader": loader}
+
+
+def same_networks(ready: Dict[str, Dict]) -> List[str]:
+    """Pairs of variants (a WS variant's folded model counted as '<name> folded') whose network
+    signatures are equal: the noise floor to read their ratios against."""
+    nets = {name: r["signature"] for name, r in ready.items()}
+    nets.update({f"{name} folded": r["folded_signature"] for name, r in ready.items()
+                 if r.get("folded_signature")})
+    names = list(nets)
+    return [f"{a} = {b}" for i, a in enumerate(names) for b in names[i + 1:]
+            if nets[a] == nets[b]]
 
 
 def _timing_keys(what: str, unit: str, seconds: Dict[str, float], digits: int) -> Dict:
@@ -353,6 +373,14 @@ RATIOS = (
     ("infer gn_all / stock_gn_all", "gn_all", "stock_gn_all", "infer_s_per_img", None),
     ("infer gn_all / frozen_bn", "gn_all", "frozen_bn", "infer_s_per_img", None),
     ("peak RSS gn_all / stock_gn_all", "gn_all", "stock_gn_all", "peak_rss_mb", None),
+    ("train gn_all channels_last / NCHW", "gn_all_channels_last", "gn_all", "train_s_per_iter",
+     None),
+    ("infer gn_all channels_last / NCHW", "gn_all_channels_last", "gn_all", "infer_s_per_img",
+     None),
+    ("train gnws_all channels_last / NCHW", "gnws_all_channels_last", "gnws_all",
+     "train_s_per_iter", None),
+    ("train gnws_all channels_last / frozen_bn", "gnws_all_channels_last", "frozen_bn",
+     "train_s_per_iter", None),
 )
 
 

@@ -169,6 +169,8 @@ def _folded(conv: WSConv2d) -> Conv2d:
         plain.weight.copy_(conv.standardized_weight())
         if conv.bias is not None:
             plain.bias.copy_(conv.bias)
+    for name, param in plain.named_parameters(recurse=False):  # frozen stays frozen
+        param.requires_grad_(getattr(conv, name).requires_grad)
     plain.train(conv.training)
     return plain
 

@@ -18,6 +18,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P
 
 from ..config import component_spec
 from ..layers import ConvNormSpec, WSSpec, convert_to_ws, norm_arg
+from .memory_format import apply_channels_last
 from .resnet import make_resnet
 
 
@@ -58,7 +59,8 @@ def build_gn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """detectron2's build_resnet_fpn_backbone (p2-p6, P6 by max-pool) with per-component norm/WS:
     MODEL.NORMS.BACKBONE for the ResNet, MODEL.NORMS.FPN for the FPN."""
     bottom_up = make_resnet(cfg, input_shape)
-    return make_fpn(bottom_up, top_block=LastLevelMaxPool(), **_fpn_args(cfg))
+    fpn = make_fpn(bottom_up, top_block=LastLevelMaxPool(), **_fpn_args(cfg))
+    return apply_channels_last(fpn, cfg.MODEL.CHANNELS_LAST)
 
 
 @BACKBONE_REGISTRY.register()
@@ -72,4 +74,5 @@ def build_gn_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
                          f"RetinaNet FPN computes P6/P7 from res5, which must be among them")
     args = _fpn_args(cfg)
     top_block = LastLevelP6P7(shapes["res5"].channels, args["out_channels"])
-    return make_fpn(bottom_up, top_block=top_block, **args)
+    fpn = make_fpn(bottom_up, top_block=top_block, **args)
+    return apply_channels_last(fpn, cfg.MODEL.CHANNELS_LAST)

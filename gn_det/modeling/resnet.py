@@ -15,6 +15,7 @@ from detectron2.modeling.backbone.resnet import (BasicBlock, BasicStem, Bottlene
 
 from ..config import component_spec
 from ..layers import ConvNormSpec, convert_to_ws, norm_arg
+from .memory_format import apply_channels_last
 
 BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                     152: (3, 8, 36, 3)}
@@ -110,4 +111,4 @@ def _check_resnet_args(depth, res2_out_channels, num_groups, res5_dilation, defo
 def build_gn_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """detectron2's build_resnet_backbone with the norm and WS of MODEL.NORMS.BACKBONE (falling
     back to MODEL.RESNETS.NORM)."""
-    return make_resnet(cfg, input_shape)
+    return apply_channels_last(make_resnet(cfg, input_shape), cfg.MODEL.CHANNELS_LAST)

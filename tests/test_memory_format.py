@@ -4,15 +4,18 @@ import copy
 
 import torch
 
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from gn_det.engine import setup_cfg
+from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.modeling.memory_format import _to_channels_last
 
 from conftest import TOY_CONFIG
 
 
 def build(channels_last: bool):
-    cfg = setup_cfg(TOY_CONFIG, ["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", channels_last])
+    cfg = add_gn_det_config(get_cfg())  # the model only: no dataset is registered
+    merge_config_file(cfg, TOY_CONFIG)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", channels_last])
     torch.manual_seed(0)
     return cfg, build_model(cfg)
 

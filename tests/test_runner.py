@@ -40,11 +40,16 @@ def test_run_process_sets_threads(tmp_path):
     assert "threads 1" in log.read_text()
 
 
-def test_crashed_cell_is_failed_with_its_last_line(tmp_path, cfg_for_cell):
+def run_cell_with(code, tmp_path, cfg):
+    """run_cell on a fresh cell folder with `code` as the cell's process; (folder, record)."""
     folder = str(tmp_path / "cell")
     os.makedirs(folder)
-    record = run_cell(CELL, cfg_for_cell, folder,
-                      command=python("import sys; print('ValueError: bad thing'); sys.exit(1)"))
+    return folder, run_cell(CELL, cfg, folder, command=python(code))
+
+
+def test_crashed_cell_is_failed_with_its_last_line(tmp_path, cfg_for_cell):
+    folder, record = run_cell_with("import sys; print('ValueError: bad thing'); sys.exit(1)",
+                                   tmp_path, cfg_for_cell)
     assert record["status"] == "failed"
     assert record["error"] == "exit code 1: ValueError: bad thing"
     with open(os.path.join(folder, FAILED)) as f:
@@ -54,17 +59,13 @@ def test_crashed_cell_is_failed_with_its_last_line(tmp_path, cfg_for_cell):
 
 
 def test_killed_cell_names_the_signal(tmp_path, cfg_for_cell):
-    folder = str(tmp_path / "cell")
-    os.makedirs(folder)
-    record = run_cell(CELL, cfg_for_cell, folder,
-                      command=python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    _, record = run_cell_with("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                              tmp_path, cfg_for_cell)
     assert record["error"] == "killed by SIGKILL (out of memory?)"
 
 
 def test_clean_exit_without_a_result_is_failed(tmp_path, cfg_for_cell):
-    folder = str(tmp_path / "cell")
-    os.makedirs(folder)
-    record = run_cell(CELL, cfg_for_cell, folder, command=python("pass"))
+    _, record = run_cell_with("pass", tmp_path, cfg_for_cell)
     assert record["error"] == f"exit code 0 but no {TRAIN_RESULT}"
 
 

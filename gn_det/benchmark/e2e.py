@@ -58,9 +58,9 @@ BOXES_PER_IMAGE = 4
 def network_signature(model) -> str:
     """Digest of the network's structure: every module holding parameters (or a leaf), in order,
     with its type, shape attributes, forward pre-hooks (e.g. MODEL.CHANNELS_LAST's) and which
-    parameters train. Two variants with the same
-    signature run the same ops on tensors of the same shapes, so any timing gap between them is
-    measurement noise (or post-processing of different detections)."""
+    parameters train. Two variants with the same signature run the same ops on tensors of the
+    same shapes, so any timing gap between them is measurement noise (or post-processing of
+    different detections)."""
     import hashlib
 
     attrs = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
@@ -236,8 +236,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gn_det.benchmark.e2e", "--worker", "--config", config_file,
              "--opts", json.dumps(list(opts)), "--size", f"{size[0]}x{size[1]}",
-             "--batch", str(batch),
-             "--threads", str(threads)],
+             "--batch", str(batch), "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
 
     def read(self) -> Dict:
@@ -309,8 +308,7 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"e2e variant {name}: config {path!r} not found "
                                         f"(--config-dir should be the repository's configs/)")
-            workers.append(Worker(name, path, variant.opts, size, batch,
-                                  threads))
+            workers.append(Worker(name, path, variant.opts, size, batch, threads))
         ready = {w.name: w.read() for w in workers}
         train = _rounds([(w.name, w, {"cmd": "train"}) for w in workers], repeats,
                         "train s/iter")

@@ -53,6 +53,7 @@ CHECK = textwrap.dedent(
     """
 )
 CHECK_D2 = "import gn_det, detectron2.modeling, detectron2.engine, detectron2.evaluation"
+NMS_OK = "gn_det setup: nms ok"
 
 
 class SetupError(SystemExit):
@@ -89,16 +90,17 @@ def ensure_torch():
     pip("install", *(f"{d}=={v}" for d, v in TORCH_PINS.items()))
 
 
-def detectron2_importable():
-    return subprocess.call([sys.executable, "-c", "import detectron2"],
-                           stderr=subprocess.DEVNULL) == 0
+def detectron2_location():
+    """Where `import detectron2` finds it in this environment, or None if it does not import."""
+    r = subprocess.run([sys.executable, "-c", "import detectron2; print(detectron2.__file__)"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def ensure_detectron2():
-    if detectron2_importable():
-        where = subprocess.check_output(
-            [sys.executable, "-c", "import detectron2; print(detectron2.__file__)"], text=True)
-        step(f"detectron2 already importable, keeping it: {where.strip()}")
+    where = detectron2_location()
+    if where:
+        step(f"detectron2 already importable, keeping it: {where}")
         return
     step(f"installing detectron2 from the sdist {D2_SDIST} (sha256 {D2_SHA256[:12]}...)")
     with tempfile.TemporaryDirectory(prefix="gn_det_d2_") as tmp:
@@ -124,24 +126,36 @@ def ensure_detectron2():
         pip("install", "--no-deps", "--no-build-isolation", str(pkg_root))
 
 
+def setup_stamp():
+    """What the editable install depends on: this checkout's path and its setup.py."""
+    return f"{REPO} {hashlib.sha256((REPO / 'setup.py').read_bytes()).hexdigest()}"
+
+
 def ensure_gn_det():
-    # pip resolves quickly when everything is satisfied, so this step is cheap on a rerun.
+    """pip install -e .[dev], skipped when this environment's stamp says it was done for this
+    checkout and setup.py (pip's no-op resolve costs seconds on every `make test` / `make demo`)."""
+    stamp = Path(sys.prefix) / "gn_det-setup.stamp"
+    if installed_version("gn_det") and stamp.is_file() and stamp.read_text().strip() == setup_stamp():
+        step("gn_det (editable) with its [dev] extra: already installed for this checkout")
+        return
     step("installing gn_det (editable) with its [dev] extra")
     pip("install", "-q", "-e", f"{REPO}[dev]")
+    stamp.write_text(setup_stamp() + "\n")
 
 
 def check():
+    """Both checks in one interpreter (torch imports once): nms first, then detectron2 through
+    gn_det; NMS_OK on stdout tells which of the two failed."""
     step("checking torchvision.ops.nms and detectron2.modeling through gn_det")
-    r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True)
+    script = f"{CHECK}\nprint({NMS_OK!r}, flush=True)\n{CHECK_D2}\n"
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
-        raise SetupError(
-            f"torchvision.ops.nms does not run ({last}). Reinstall the pinned pair with "
-            f"`rm -rf .venv && make setup`; never a local torch wheel whose torchvision ops "
-            f"do not load (e.g. 2.13.0+cpu).")
-    r = subprocess.run([sys.executable, "-c", CHECK_D2], capture_output=True, text=True, cwd=REPO)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        if NMS_OK not in r.stdout:
+            raise SetupError(
+                f"torchvision.ops.nms does not run ({last}). Reinstall the pinned pair with "
+                f"`rm -rf .venv && make setup`; never a local torch wheel whose torchvision ops "
+                f"do not load (e.g. 2.13.0+cpu).")
         raise SetupError(
             f"detectron2.modeling does not import through gn_det ({last}). Remove a broken "
             f"detectron2 (`{sys.executable} -m pip uninstall detectron2`) and rerun `make setup`.")

@@ -9,7 +9,8 @@ def all_reduce_worker(out_dir):
     t = torch.tensor([float(comm.get_rank() + 1)])
     dist.all_reduce(t)
     with open(f"{out_dir}/rank{comm.get_rank()}.txt", "w") as f:
-        f.write(f"{t.item()} {comm.get_world_size()} {comm.get_local_size()} {dist.get_backend()}")
+        f.write(f"{t.item()} {comm.get_world_size()} {comm.get_local_size()} {dist.get_backend()} "
+                f"{torch.get_num_threads()}")
 
 
 def failing_worker(bad_rank):

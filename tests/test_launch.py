@@ -1,6 +1,7 @@
 """gn_det.engine.launch: the CPU (gloo) path, its guard both ways, and user errors in a rank
 coming back as one line."""
 import importlib
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.multiprocessing as mp
 
 from gn_det.compat import needs_cpu_launch
 from gn_det.engine import launch
-from gn_det.engine.launch import RankError
+from gn_det.engine.launch import RankError, threads_per_process
 
 from _launch_worker import all_reduce_worker, failing_worker
 
@@ -22,10 +23,20 @@ def test_guard_both_ways():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU path")
-def test_two_cpu_processes_all_reduce(tmp_path):
+def test_two_cpu_processes_all_reduce_sharing_the_cores(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
     launch(all_reduce_worker, 2, dist_url="auto", args=(str(tmp_path),))
     for rank in (0, 1):
-        assert (tmp_path / f"rank{rank}.txt").read_text() == "3.0 2 2 gloo"
+        assert (tmp_path / f"rank{rank}.txt").read_text() == f"3.0 2 2 gloo {share}"
+
+
+def test_threads_per_process_follows_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [threads_per_process(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_process(2) == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU path")

@@ -2,13 +2,15 @@
 
 detectron2 v0.6's worker hard-codes NCCL and asserts CUDA; main falls back to GLOO itself. Where
 detectron2's own launcher can run (CUDA present, or a launcher that knows gloo) it is used as is;
-otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine. Either way, a
+otherwise `--num-gpus N` on a CPU machine starts N gloo processes per machine, each with its
+share of the cores as torch threads (as torchrun does) unless OMP_NUM_THREADS says. Either way, a
 user error in any process (gn_det.cli.USER_ERRORS) comes back to the caller as one `RankError`
 line, not as the child's traceback (unless --debug / GN_DET_DEBUG).
 """
 import functools
 import importlib
 import logging
+import os
 import sys
 
 import torch
@@ -87,11 +89,21 @@ def _launch_cpu(main_func, procs_per_machine, num_machines, machine_rank, dist_u
 def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url,
                 args, timeout):
     rank = machine_rank * procs_per_machine + local_rank
+    torch.set_num_threads(threads_per_process(procs_per_machine))
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank,
                             timeout=timeout)
     _create_local_process_group(procs_per_machine)
     comm.synchronize()
     main_func(*args)
+
+
+def threads_per_process(procs_per_machine: int) -> int:
+    """OMP_NUM_THREADS when set; otherwise this machine's usable cores split evenly over its
+    processes: N processes each using every core would oversubscribe the CPU N times."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // procs_per_machine)
 
 
 def _create_local_process_group(procs_per_machine):

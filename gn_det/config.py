@@ -73,6 +73,9 @@ def _add_train_config(cfg: CN):
     cfg.SOLVER.ACCUMULATE_STEPS = 1
     # Weight decay of GN/LN/IN affine parameters (Detectron's WEIGHT_DECAY_GN).
     cfg.SOLVER.WEIGHT_DECAY_GN = 0.0
+    # "SGD" (detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "AdamW" (decoupled weight decay;
+    # takes a ~10-100x smaller BASE_LR than SGD).
+    cfg.SOLVER.OPTIMIZER = "SGD"
     # MODEL.WEIGHTS tensors whose shape differs from the model's (e.g. a classifier trained for
     # another NUM_CLASSES): False = refuse the file, naming the keys; True = leave those layers at
     # their initialization, with a warning naming them. Resuming never skips.

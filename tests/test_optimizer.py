@@ -1,4 +1,7 @@
-"""gn_det.engine.optimizer: GroupNorm affine params get SOLVER.WEIGHT_DECAY_GN."""
+"""gn_det.engine.optimizer: GroupNorm affine params get SOLVER.WEIGHT_DECAY_GN; SOLVER.OPTIMIZER
+picks SGD or AdamW."""
+import pytest
+import torch
 from torch import nn
 
 from detectron2.config import get_cfg
@@ -22,3 +25,24 @@ def test_weight_decay_per_kind():
     assert len(wd) == len(list(model.parameters()))
     cfg.SOLVER.WEIGHT_DECAY_GN = 1e-5
     assert decay_of(build_optimizer(cfg, model))[id(model[1].weight)] == 1e-5
+
+
+def test_adamw_keeps_the_param_groups_and_clipping():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8))
+    cfg = add_gn_det_config(get_cfg())
+    assert cfg.SOLVER.OPTIMIZER == "SGD"
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "AdamW", 1e-3, 0.05
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert type(optimizer) is not torch.optim.AdamW  # detectron2's clipping subclass
+    wd = decay_of(optimizer)
+    assert wd[id(model[0].weight)] == 0.05 and wd[id(model[1].weight)] == 0.0
+    assert {g["lr"] for g in optimizer.param_groups} == {1e-3}
+
+
+def test_unknown_optimizer_names_the_key():
+    cfg = add_gn_det_config(get_cfg())
+    cfg.SOLVER.OPTIMIZER = "Adam"
+    with pytest.raises(ValueError, match=r"SOLVER.OPTIMIZER 'Adam': expected one of SGD, AdamW"):
+        build_optimizer(cfg, nn.Conv2d(3, 8, 3))

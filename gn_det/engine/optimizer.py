@@ -1,5 +1,6 @@
-"""The training optimizer: detectron2's SGD param groups, with GN/LN/IN affine weight decay set
-apart (SOLVER.WEIGHT_DECAY_GN, 0 by default as in Detectron's GN models)."""
+"""The training optimizer: detectron2's param groups, with GN/LN/IN affine weight decay set apart
+(SOLVER.WEIGHT_DECAY_GN, 0 by default as in Detectron's GN models), and SOLVER.OPTIMIZER choosing
+SGD (detectron2's) or AdamW (common for training from scratch)."""
 import torch
 from torch import nn
 
@@ -25,8 +26,15 @@ def split_group_norm_decay(param_groups, gn_ids: set, weight_decay_gn: float):
     return out
 
 
+OPTIMIZERS = ("SGD", "AdamW")
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """detectron2's build_optimizer, plus SOLVER.WEIGHT_DECAY_GN for GroupNorm affine params."""
+    """detectron2's build_optimizer, plus SOLVER.WEIGHT_DECAY_GN for GroupNorm affine params and
+    SOLVER.OPTIMIZER; gradient clipping (SOLVER.CLIP_GRADIENTS) applies to either."""
+    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+        raise ValueError(f"SOLVER.OPTIMIZER {cfg.SOLVER.OPTIMIZER!r}: expected one of "
+                         f"{', '.join(OPTIMIZERS)}")
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,
@@ -36,6 +44,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
     params = split_group_norm_decay(params, group_norm_params(model), cfg.SOLVER.WEIGHT_DECAY_GN)
+    if cfg.SOLVER.OPTIMIZER == "AdamW":  # SOLVER.MOMENTUM / NESTEROV are SGD's
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
         params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
         nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)

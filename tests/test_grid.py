@@ -118,7 +118,8 @@ def test_cell_config_round_trips_through_its_yaml_dump(data_opts, tmp_path):
 
 def test_extra_config_is_a_preset_with_the_grids_schedule(data_opts, tmp_path):
     extra = tmp_path / "gnws_192.yaml"  # its own input size, unlike the study config's 160 px
-    extra.write_text(f'_BASE_: "{GNWS_CONFIG}"\nINPUT:\n  MIN_SIZE_TRAIN: (192,)\n')
+    extra.write_text(f'_BASE_: "{GNWS_CONFIG}"\nINPUT:\n  MIN_SIZE_TRAIN: (192,)\n'
+                     f'SOLVER:\n  OPTIMIZER: "AdamW"\n  BASE_LR: 0.002\n')
     preset = extra_preset(str(extra))
     assert preset.name == "gnws_192" and preset.config_file == str(extra)
     grid = Grid(STUDY_CONFIG, [PRESETS["gn_all"], preset], [4], schedule(), data_opts)
@@ -126,6 +127,14 @@ def test_extra_config_is_a_preset_with_the_grids_schedule(data_opts, tmp_path):
     assert all_component_specs(cfg)["BACKBONE"].ws
     assert cfg.INPUT.MIN_SIZE_TRAIN == (192,)
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (pytest.approx(0.01), 4)
+    assert cfg.SOLVER.OPTIMIZER == "SGD"  # the grid's LR per image is in its optimizer's units
+
+
+def test_schedule_keeps_the_study_configs_optimizer(data_opts):
+    from gn_det.engine import setup_cfg
+
+    s = Schedule.from_cfg(setup_cfg(STUDY_CONFIG, data_opts + ["SOLVER.OPTIMIZER", "AdamW"]))
+    assert s.optimizer == "AdamW" and s.solver(2)["SOLVER.OPTIMIZER"] == "AdamW"
 
 
 def test_grid_refuses_schedule_opts_and_duplicate_names(data_opts):

@@ -108,7 +108,8 @@ def parse_args(argv=None):
                         "DATASETS.COCO_FORMAT)")
     s = ap.add_argument_group("schedule (default: from the base config)")
     s.add_argument("--max-images", type=int, help="training images per cell (MAX_ITER x batch)")
-    s.add_argument("--lr-per-image", type=float, help="BASE_LR per image of the batch")
+    s.add_argument("--lr-per-image", type=float, help="BASE_LR per image of the batch, in units "
+                   "of the base config's SOLVER.OPTIMIZER, which every cell uses")
     s.add_argument("--warmup-images", type=int, help="images of linear LR warm-up")
     s.add_argument("--steps", type=_fraction_list, metavar="F,F",
                    help="LR drops at these fractions of the schedule")

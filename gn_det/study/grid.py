@@ -55,7 +55,8 @@ DEFAULT_BATCHES = (1, 2, 4, 8)
 # Config keys each cell sets from the schedule; user opts may not set them.
 SCHEDULE_KEYS = ("SOLVER.IMS_PER_BATCH", "SOLVER.REFERENCE_WORLD_SIZE", "SOLVER.ACCUMULATE_STEPS",
                  "SOLVER.BASE_LR", "SOLVER.MAX_ITER", "SOLVER.WARMUP_ITERS", "SOLVER.STEPS",
-                 "SOLVER.CHECKPOINT_PERIOD", "TEST.EVAL_PERIOD", "SEED", "OUTPUT_DIR")
+                 "SOLVER.CHECKPOINT_PERIOD", "SOLVER.OPTIMIZER", "TEST.EVAL_PERIOD", "SEED",
+                 "OUTPUT_DIR")
 
 
 def extra_preset(config_file: str) -> Preset:
@@ -74,6 +75,7 @@ class Schedule:
     step_fractions: Tuple[float, ...]    # LR drops (x SOLVER.GAMMA) at these fractions
     checkpoint_fraction: float           # a checkpoint every this fraction of the schedule
     seed: int                            # SEED: the same initial weights in every cell
+    optimizer: str = "SGD"               # SOLVER.OPTIMIZER: lr_per_image is in its units
 
     @classmethod
     def from_cfg(cls, cfg: CfgNode) -> "Schedule":
@@ -89,7 +91,7 @@ class Schedule:
                    warmup_images=s.WARMUP_ITERS * batch,
                    step_fractions=tuple(x / s.MAX_ITER for x in s.STEPS),
                    checkpoint_fraction=min(1.0, s.CHECKPOINT_PERIOD / s.MAX_ITER),
-                   seed=cfg.SEED if cfg.SEED >= 0 else 0)
+                   seed=cfg.SEED if cfg.SEED >= 0 else 0, optimizer=cfg.SOLVER.OPTIMIZER)
 
     def check(self, batches: Sequence[int]) -> None:
         """One-line errors naming the flag at fault."""
@@ -131,6 +133,7 @@ class Schedule:
             "SOLVER.WARMUP_ITERS": round(self.warmup_images / batch),
             "SOLVER.STEPS": tuple(round(f * max_iter) for f in self.step_fractions),
             "SOLVER.CHECKPOINT_PERIOD": max(1, round(self.checkpoint_fraction * max_iter)),
+            "SOLVER.OPTIMIZER": self.optimizer,
             "TEST.EVAL_PERIOD": 0,
             "SEED": self.seed,
         }

@@ -1,6 +1,7 @@
 """gn_det.study.train_cell: one cell trained and evaluated in-process on a tiny dataset; a
 non-finite loss is a "diverged" result; the initial-weights digest."""
 import json
+import logging
 import os
 
 import pytest
@@ -21,6 +22,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def gn_det_logger_restored():
+    """train_cell sets up the `gn_det` logger as a CLI run does (own handlers, no propagation);
+    later tests in this process read its records through pytest's root handler."""
+    logger = logging.getLogger("gn_det")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved
 
 
 def tiny_opts(ds):

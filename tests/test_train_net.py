@@ -27,6 +27,9 @@ def test_train_then_eval_only(tiny_train_opts):
     assert os.path.exists(f"{out}/model_final.pth")
     assert os.path.exists(f"{out}/inference/tiny_val/metrics.json")
     assert os.path.exists(f"{out}/inference/tiny_val/pr_curves.png")
+    for text in (r.stdout, open(f"{out}/log.txt").read()):  # the evaluator's tables are shown
+        assert "Evaluation results for bbox:" in text and "| AR100 " in text
+        assert "P/R/F1 at IoU 0.5, score >= 0.5" in text and "| overall " in text
     r = train_net("--config-file", TOY_CONFIG, "--eval-only", *tiny_train_opts,
                   "MODEL.WEIGHTS", f"{out}/model_final.pth")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -11,11 +11,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
-from detectron2.engine import default_argument_parser, default_setup  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
-from gn_det.engine import Trainer, launch, setup_cfg  # noqa: E402
+from gn_det.engine import Trainer, default_setup, launch, setup_cfg  # noqa: E402
 from gn_det.engine.checkpoint import AtomicCheckpointer, atomic_write  # noqa: E402
 
 

@@ -14,6 +14,7 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
+from detectron2.engine import default_setup as d2_default_setup
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -115,6 +116,15 @@ class Trainer(DefaultTrainer):
         """COCO AP/AR plus precision / recall / F1 at cfg.TEST.PR's thresholds."""
         output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
         return build_pr_evaluator(cfg, dataset_name, output_folder)
+
+
+def default_setup(cfg, args):
+    """detectron2's default_setup (its loggers, config.yaml, seed), plus the `gn_det` logger to
+    the console and OUTPUT_DIR/log.txt: without it the evaluator's P/R table and gn_det's warnings
+    (e.g. dropped boxes) would reach no handler."""
+    d2_default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gn_det",
+                 abbrev_name="gn_det")
 
 
 def setup_cfg(config_file: str = "", opts=()):

@@ -16,10 +16,10 @@ import sys
 import time
 from typing import Optional
 
-from detectron2.engine import HookBase, default_setup
+from detectron2.engine import HookBase
 
 from ..cli import one_line
-from ..engine import Trainer, setup_cfg
+from ..engine import Trainer, default_setup, setup_cfg
 from ..engine.checkpoint import atomic_write
 
 CELL_CONFIG = "cell.yaml"

@@ -1,10 +1,11 @@
 """Command-line error handling shared by tools/: user errors end in one line and a non-zero
 exit; `--debug` or GN_DET_DEBUG=1 shows the traceback."""
+import contextlib
 import json
 import logging
 import os
 import sys
-from typing import Callable, Iterable, Tuple, Type
+from typing import Callable, Iterable, Iterator, Tuple, Type
 
 # Errors caused by input (files, configs, values, the file system), as opposed to bugs.
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
@@ -63,3 +64,15 @@ def quiet_logged_tracebacks(names: Iterable[str] = TRACEBACK_LOGGERS) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoUserErrorTraceback) for f in logger.filters):
             logger.addFilter(_NoUserErrorTraceback())
+
+
+@contextlib.contextmanager
+def logger_state_restored(name: str = "gn_det") -> Iterator[logging.Logger]:
+    """Undo a CLI's logging setup (own handlers, no propagation) when running it in-process
+    (tests, tools/check_bad_inputs.py), so later records still reach the root handlers."""
+    logger = logging.getLogger(name)
+    saved = logger.handlers[:], logger.propagate, logger.level
+    try:
+        yield logger
+    finally:
+        logger.handlers[:], logger.propagate, logger.level = saved

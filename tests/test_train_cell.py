@@ -1,12 +1,12 @@
 """gn_det.study.train_cell: one cell trained and evaluated in-process on a tiny dataset; a
 non-finite loss is a "diverged" result; the initial-weights digest."""
 import json
-import logging
 import os
 
 import pytest
 import torch
 
+from gn_det.cli import logger_state_restored
 from gn_det.study.grid import PRESETS, Grid, Schedule
 from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT, train_cell, weights_digest
 
@@ -26,12 +26,10 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def gn_det_logger_restored():
-    """train_cell sets up the `gn_det` logger as a CLI run does (own handlers, no propagation);
-    later tests in this process read its records through pytest's root handler."""
-    logger = logging.getLogger("gn_det")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    yield
-    logger.handlers[:], logger.propagate, logger.level = saved
+    """train_cell sets up the `gn_det` logger as a CLI run does; later tests in this process
+    read its records through pytest's root handler."""
+    with logger_state_restored("gn_det"):
+        yield
 
 
 def tiny_opts(ds):

@@ -562,11 +562,14 @@ def run_cli(cli: str, argv: List[str], in_process: bool = True) -> Tuple[object,
         env = {k: v for k, v in os.environ.items() if k != "GN_DET_DEBUG"}
         r = subprocess.run(cmd + argv, capture_output=True, text=True, cwd=REPO, env=env)
         return r.returncode, r.stdout, r.stderr
+    from gn_det.cli import logger_state_restored
+
     out, err = io.StringIO(), io.StringIO()
     saved_argv, code = sys.argv, 0
     sys.argv = [target, *argv]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:  # as in a fresh process: the CLI's gn_det logger setup is undone afterwards
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                logger_state_restored("gn_det"):
             if kind == "module":
                 runpy.run_module(target, run_name="__main__", alter_sys=True)
             else:

@@ -2,8 +2,10 @@
 """Install gn_det's environment into the running interpreter (what `make setup` calls).
 
 Idempotent: each step checks what is installed and skips itself when satisfied. Steps:
-1. the pinned torch / torchvision pair from the registry (never a local CPU wheel whose
-   torchvision ops do not load);
+1. torch / torchvision: a venv that already holds a tested pair (``tools/torch-pairs.txt``) is
+   kept; otherwise the newest listed pair that this environment's pip allows (its constraints,
+   Python and indexes) is installed, with one line saying which and why (never a local CPU wheel
+   whose torchvision ops do not load);
 2. detectron2: kept if it already imports (a user's own build from git); otherwise the official
    v0.6 Python sources from the sdist ``pb1-detectron2==0.6`` (sha256 pinned), installed unmodified
    as the pure-Python package ``detectron2`` (the sdist lacks ``layers/csrc``, so its own setup.py
@@ -24,7 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-TORCH_PINS = {"torch": "2.15.0", "torchvision": "0.29.2"}
+PAIRS_FILE = Path(__file__).resolve().parent / "torch-pairs.txt"
 D2_SDIST = "pb1-detectron2==0.6"
 D2_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 REPO = Path(__file__).resolve().parents[1]
@@ -80,14 +82,84 @@ def installed_version(dist):
         return None
 
 
-def ensure_torch():
-    have = {d: installed_version(d) for d in TORCH_PINS}
-    if all(have[d] == v for d, v in TORCH_PINS.items()):
-        step(f"torch {have['torch']} / torchvision {have['torchvision']}: already installed")
-        return
-    step(f"installing torch=={TORCH_PINS['torch']} torchvision=={TORCH_PINS['torchvision']} "
-         f"(have {have}); the CUDA build is ~5 GB and also runs on CPU")
-    pip("install", *(f"{d}=={v}" for d, v in TORCH_PINS.items()))
+def read_pairs(path=PAIRS_FILE):
+    """The tested pairs, newest first: [{"torch": "2.15.0", "torchvision": "0.29.2"}, ...]."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        pair = dict(req.split("==", 1) for req in line.split() if "==" in req)
+        if sorted(pair) != ["torch", "torchvision"] or len(line.split()) != 2:
+            raise SetupError(f"{path}:{n}: expected `torch==X torchvision==Y`, got {line!r}")
+        pairs.append(pair)
+    if not pairs:
+        raise SetupError(f"{path}: lists no torch / torchvision pair")
+    return pairs
+
+
+def public(version):
+    """'2.14.1+cu130' -> '2.14.1': the local build tag is not part of the tested pair."""
+    return version.split("+", 1)[0] if version else None
+
+
+def pair_text(pair):
+    return f"{pair['torch']} / {pair['torchvision']}"
+
+
+def refusal(pip_output):
+    """Why pip refused a pair, in a few words, from its resolver's output."""
+    lines = [ln.strip() for ln in pip_output.splitlines()]
+    constraints = [ln.split("(constraint)", 1)[1].strip() for ln in lines if "(constraint)" in ln]
+    if constraints:
+        return f"refused by a pip constraint ({', '.join(constraints)})"
+    missing = [ln.split("for", 1)[1].strip() for ln in lines
+               if ln.startswith("ERROR: No matching distribution found for")]
+    if missing:
+        return f"not available to this Python / platform from pip's indexes ({', '.join(missing)})"
+    errors = [ln[len("ERROR: "):] for ln in lines if ln.startswith("ERROR: ")]
+    return f"refused by pip ({(errors or lines or ['no output'])[-1]})"
+
+
+def pip_allows(pair):
+    """(True, "") if pip would install this exact pair here, else (False, why). A dry run with
+    --no-deps only resolves the two pins (seconds, no download of the wheels themselves)."""
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "--dry-run",
+           "--no-deps", *(f"{d}=={v}" for d, v in pair.items())]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return (True, "") if r.returncode == 0 else (False, refusal(r.stdout + r.stderr))
+
+
+def choose_pair(pairs):
+    """The newest pair pip allows, and the one line that says why it was chosen."""
+    refused = []
+    for pair in pairs:
+        ok, why = pip_allows(pair)
+        if ok:
+            if not refused:
+                return pair, f"installing the newest tested pair {pair_text(pair)}"
+            skipped = "; ".join(f"torch {p['torch']} is {w}" for p, w in refused)
+            return pair, f"{skipped}; installing the tested pair {pair_text(pair)}"
+        refused.append((pair, why))
+    tried = "; ".join(f"{pair_text(p)}: {w}" for p, w in refused)
+    raise SetupError(f"no tested torch / torchvision pair from {PAIRS_FILE.name} can be installed "
+                     f"here ({tried}). Allow one of them (e.g. loosen pip's constraint) or install "
+                     f"your own torch and detectron2 and run `pip install -e .`")
+
+
+def ensure_torch(pairs=None):
+    pairs = pairs or read_pairs()
+    have = {d: installed_version(d) for d in ("torch", "torchvision")}
+    for pair in pairs:
+        if all(public(have[d]) == v for d, v in pair.items()):
+            step(f"torch {have['torch']} / torchvision {have['torchvision']}: a tested pair, "
+                 "already installed; keeping it")
+            return pair
+    pair, why = choose_pair(pairs)
+    step(f"{why} (have torch {have['torch']}, torchvision {have['torchvision']}); the CUDA "
+         "build is ~5 GB and also runs on CPU")
+    pip("install", *(f"{d}=={v}" for d, v in pair.items()))
+    return pair
 
 
 def detectron2_location():
@@ -153,7 +225,7 @@ def check():
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         if NMS_OK not in r.stdout:
             raise SetupError(
-                f"torchvision.ops.nms does not run ({last}). Reinstall the pinned pair with "
+                f"torchvision.ops.nms does not run ({last}). Reinstall a tested pair with "
                 f"`rm -rf .venv && make setup`; never a local torch wheel whose torchvision ops "
                 f"do not load (e.g. 2.13.0+cpu).")
         raise SetupError(

@@ -15,8 +15,10 @@ setup: $(PY)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# pytest exits 5 when it collects no tests, which make treats as a failure like any other.
+# Lint first (.ruff.toml), then the suite; pytest exits 5 when it collects no tests, which make
+# treats as a failure like any other.
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 # Toy shapes (generated once; val.json is written last, so its presence means complete), then a

@@ -10,7 +10,11 @@ setup(
     version="0.1.0",
     description="GN and GN+WS backbones, FPN and heads for detectron2, with P/R evaluation",
     python_requires=">=3.9",
-    packages=find_packages(include=["gn_det", "gn_det.*"]),
+    # configs/ ships inside the package as gn_det.model_zoo.configs (gn_det.model_zoo finds it
+    # in a wheel and in an editable install alike), as detectron2 ships its model-zoo configs.
+    packages=find_packages(include=["gn_det", "gn_det.*"]) + ["gn_det.model_zoo.configs"],
+    package_dir={"gn_det.model_zoo.configs": "configs"},
+    package_data={"gn_det.model_zoo.configs": ["*.yaml", "**/*.yaml", "**/*.py"]},
     install_requires=[
         # detectron2's own runtime requirements (v0.6 and main), minus its build-only tools.
         "numpy",
@@ -32,6 +36,6 @@ setup(
         "psutil",
     ],
     extras_require={
-        "dev": ["pytest", "timm", "hypothesis"],
+        "dev": ["pytest", "timm", "hypothesis", "ruff"],
     },
 )

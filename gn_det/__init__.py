@@ -2,18 +2,16 @@
 
 Importing gn_det first bridges detectron2 v0.6's pure-Python install to today's stack
 (gn_det.compat, a no-op on a full build), then registers gn_det's components in detectron2's
-registries.
+registries. Those are the only global changes an import makes: the compat shims (each listed in
+gn_det/compat.py, applied only where its feature is missing) and the registry entries. It sets no
+matplotlib backend, logging handler, warning filter or torch setting; the CLIs in tools/ set up
+logging for themselves.
 """
-import warnings
+from . import compat
 
-# detectron2 v0.6 decorates helpers with torch.jit.script at import time; torch now warns on each.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
-
-from . import compat  # noqa: E402
-
-compat.apply_all()
-
-from . import layers  # noqa: E402
-from . import modeling  # noqa: E402  (registers components)
+with compat.quiet_jit_script_warnings():
+    compat.apply_all()
+    from . import layers  # noqa: F401
+    from . import modeling  # noqa: F401  (registers components)
 
 __version__ = "0.1.0"

@@ -1,11 +1,10 @@
 """Command-line error handling shared by tools/: user errors end in one line and a non-zero
 exit; `--debug` or GN_DET_DEBUG=1 shows the traceback."""
-import contextlib
 import json
 import logging
 import os
 import sys
-from typing import Callable, Iterable, Iterator, Tuple, Type
+from typing import Callable, Iterable, Tuple, Type
 
 # Errors caused by input (files, configs, values, the file system), as opposed to bugs.
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
@@ -13,6 +12,7 @@ USER_ERRORS: Tuple[Type[BaseException], ...] = (
 EXIT_USER_ERROR = 2
 # detectron2's training loop logs the traceback of any exception before re-raising it.
 TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
+_BRIEF_LIMIT = 160
 
 
 def debug_requested(argv=None) -> bool:
@@ -20,8 +20,16 @@ def debug_requested(argv=None) -> bool:
     return "--debug" in argv or os.environ.get("GN_DET_DEBUG", "") not in ("", "0")
 
 
-def one_line(exc: BaseException) -> str:
-    """The error as one line: KeyError's quotes dropped, newlines folded."""
+def one_line(exc: BaseException, brief: bool = False) -> str:
+    """The error as one line. By default the whole message with newlines folded (KeyError's quotes
+    dropped): for gn_det's own errors, which are written as one line. `brief`: `Type: ` and only
+    the first sentence of the first line, at most 160 characters: for quoting another library's
+    exception inside a gn_det message (torch's go on with advice in further sentences)."""
+    if brief:
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        text = text.split(". ")[0]
+        text = text if len(text) <= _BRIEF_LIMIT else text[:_BRIEF_LIMIT] + "..."
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     return " ".join(str(msg).split()) or type(exc).__name__
 
@@ -64,15 +72,3 @@ def quiet_logged_tracebacks(names: Iterable[str] = TRACEBACK_LOGGERS) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoUserErrorTraceback) for f in logger.filters):
             logger.addFilter(_NoUserErrorTraceback())
-
-
-@contextlib.contextmanager
-def logger_state_restored(name: str = "gn_det") -> Iterator[logging.Logger]:
-    """Undo a CLI's logging setup (own handlers, no propagation) when running it in-process
-    (tests, tools/check_bad_inputs.py), so later records still reach the root handlers."""
-    logger = logging.getLogger(name)
-    saved = logger.handlers[:], logger.propagate, logger.level
-    try:
-        yield logger
-    finally:
-        logger.handlers[:], logger.propagate, logger.level = saved

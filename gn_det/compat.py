@@ -4,20 +4,22 @@ Each shim is a pair: a guard that detects the *feature* (never a version string,
 main still reports 0.6) and an apply step. On a full detectron2 build from git main every guard is
 false and nothing is touched. `apply_all()` runs before anything imports detectron2's submodules.
 
-| shim              | what it bridges                                   | upstream fix it mirrors            |
-|-------------------|---------------------------------------------------|------------------------------------|
-| missing_C         | `from detectron2 import _C` without compiled ops  | building detectron2 with its csrc  |
-| pil_linear        | `Image.LINEAR`, removed in Pillow 10              | main uses `Image.BILINEAR`         |
-| pkg_resources     | `model_zoo` imports pkg_resources (setuptools<81) | main reads configs via importlib   |
-| numpy_aliases     | `np.int`/`np.float`/... removed in numpy 1.24     | main uses builtin `int`/`float`    |
-| coco_fast_eval    | COCOEvaluator's fast path needs `_C`              | COCOEvaluator(use_fast_impl=False) |
-| launch (engine)   | `launch()` hard-codes NCCL + CUDA                 | main picks GLOO when CUDA is absent|
+| shim           | what it bridges                                  | upstream fix it mirrors    |
+|----------------|--------------------------------------------------|----------------------------|
+| missing_C      | `from detectron2 import _C` without compiled ops | building detectron2's csrc |
+| pil_linear     | `Image.LINEAR`, removed in Pillow 10             | main: `Image.BILINEAR`     |
+| pkg_resources  | `model_zoo` imports pkg_resources (setuptools<81)| main: importlib            |
+| numpy_aliases  | `np.int`/`np.float`/... removed in numpy 1.24    | main: builtin `int`/`float`|
+| coco_fast_eval | COCOEvaluator's fast path needs `_C`             | use_fast_impl=False        |
+| launch (engine)| `launch()` hard-codes NCCL + CUDA                | main: GLOO without CUDA    |
 """
+import contextlib
 import importlib.util
 import logging
 import re
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -172,6 +174,22 @@ def needs_cpu_launch(cuda_available: Optional[bool] = None,
 
 
 # ----------------------------------------------------------------------------------- shims
+
+@contextlib.contextmanager
+def quiet_jit_script_warnings():
+    """detectron2 v0.6 (and fvcore) decorate helpers with torch.jit.script as their modules load,
+    and current torch warns on each: ignore that warning while gn_det imports them, then remove
+    exactly that filter (filters other libraries add meanwhile stay; none of ours outlives it)."""
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                            category=FutureWarning)
+    ours = warnings.filters[0]
+    try:
+        yield
+    finally:
+        if ours in warnings.filters:
+            warnings.filters.remove(ours)
+            getattr(warnings, "_filters_mutated", lambda: None)()  # as filterwarnings does
+
 
 def _apply_missing_C():
     import detectron2

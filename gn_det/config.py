@@ -1,4 +1,5 @@
-"""add_gn_det_config(cfg) and the per-component norm spec read from it.
+"""add_gn_det_config(cfg), the per-component norm spec read from it, and `load_cfg`, which reads a
+config file and command-line opts into a validated config.
 
 One node, MODEL.NORMS, with a sub-node per component. YAML → add_gn_det_config → one
 ConvNormSpec per component (`component_spec`) → builders → modules; no module reads another
@@ -18,11 +19,13 @@ either overrides the shared pair; both unset everywhere means 32 groups.
 """
 import logging
 import os
-from typing import Dict
+from typing import Dict, Sequence
 
+import torch
 import yaml
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 from .layers import ConvNormSpec, NormSpec, WSSpec, canonical_norm_type
 
@@ -107,7 +110,8 @@ def component_spec(cfg: CN, component: str) -> ConvNormSpec:
         raise KeyError(f"unknown gn_det component {component!r}; valid: {', '.join(COMPONENTS)}")
     key = f"MODEL.NORMS.{component}"
     node, shared = cfg.MODEL.NORMS[component], cfg.MODEL.NORMS.GN
-    source = f"{key}.TYPE" if node.TYPE != "" else f"{COMPONENTS[component]} (inherited by {key}.TYPE)"
+    source = (f"{key}.TYPE" if node.TYPE != ""
+              else f"{COMPONENTS[component]} (inherited by {key}.TYPE)")
     raw_type = node.TYPE if node.TYPE != "" else _lookup(cfg, COMPONENTS[component])
     try:
         norm_type = canonical_norm_type(raw_type)
@@ -163,4 +167,31 @@ def merge_config_file(cfg: CN, path: str) -> CN:
         raise FileNotFoundError(f"config file {path!r}: cannot read {e.filename or path!r} "
                                 f"({e.strerror or e}); _BASE_ paths are relative to the file "
                                 f"that names them") from None
+    return cfg
+
+
+def load_cfg(config_file: str = "", opts: Sequence[str] = (), resolve_device: bool = True) -> CN:
+    """detectron2's config with gn_det's keys, merged from a YAML file (safe YAML only) and
+    `opts` (trailing KEY VALUE pairs), every component's norm validated; one-line errors name the
+    file or key. `resolve_device`: MODEL.DEVICE becomes cpu when CUDA is absent, where SyncBN is
+    refused. Datasets are a separate step (gn_det.data.register_datasets_from_cfg), which the
+    CLIs take next."""
+    cfg = add_gn_det_config(get_cfg())
+    if config_file:
+        merge_config_file(cfg, config_file)
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as e:
+        raise KeyError(f"command-line opts: {e.args[0] if e.args else e}") from None
+    specs = all_component_specs(cfg)
+    if not resolve_device:
+        return cfg
+    if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
+        logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    sync = [c for c, s in specs.items() if s.norm.type == "SyncBN"]
+    if sync and cfg.MODEL.DEVICE == "cpu":
+        raise ValueError(
+            f"MODEL.NORMS {', '.join(sync)} use SyncBN, which needs GPUs (NCCL); on CPU use GN "
+            f"(needs no synchronization across devices, which is the point) or BN")
     return cfg

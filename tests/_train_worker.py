@@ -7,7 +7,9 @@ from detectron2.data import transforms as T
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
-from gn_det.engine import Trainer, setup_cfg
+from gn_det.config import load_cfg
+from gn_det.data import register_datasets_from_cfg
+from gn_det.engine import Trainer
 
 
 def fixed_batch_loss(model, cfg):
@@ -31,7 +33,8 @@ def fixed_batch_loss(model, cfg):
 def train_worker(config_file, opts, dump_dir):
     rank = comm.get_rank()
     seed_all_rng(0)  # the data sampler's shared seed comes from numpy: fix the image order
-    cfg = setup_cfg(config_file, list(opts) + ["OUTPUT_DIR", f"{dump_dir}/rank{rank}"])
+    cfg = load_cfg(config_file, list(opts) + ["OUTPUT_DIR", f"{dump_dir}/rank{rank}"])
+    register_datasets_from_cfg(cfg)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model

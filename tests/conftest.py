@@ -2,7 +2,8 @@
 import warnings
 
 # detectron2 v0.6 decorates a few helpers with torch.jit.script at import time.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated",
+                        category=FutureWarning)
 
 import gn_det  # noqa: E402,F401  (must precede detectron2 submodule imports)
 import pytest  # noqa: E402
@@ -52,6 +53,8 @@ def load_tool(name: str):
 @pytest.fixture
 def tiny_train_opts(tiny_shapes, tmp_path):
     """opts turning the toy R-18 RetinaNet config into a seconds-long CPU run on tiny_shapes
-    (6 iterations, checkpoints every 2), shared with tools/check_bad_inputs.py."""
-    opts = load_tool("check_bad_inputs").tiny_train_opts(tiny_shapes, tmp_path / "out")
+    (6 iterations, checkpoints every 2), as test_bad_inputs' cases run it (cli_harness)."""
+    from cli_harness import tiny_train_opts as opts_for
+
+    opts = opts_for(tiny_shapes, tmp_path / "out")
     return opts[:-2] + ["SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(tmp_path / "out")]

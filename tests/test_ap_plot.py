@@ -1,5 +1,4 @@
 """gn_det.study.ap_plot: ap_vs_batch.png, one line per preset on a log2 batch axis."""
-import matplotlib.pyplot as plt
 import pytest
 from PIL import Image
 
@@ -17,13 +16,16 @@ ROWS = [
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The figure ap_plot draws, kept open for inspection (savefig still writes the file)."""
+    """The figures ap_plot draws, kept for inspection (savefig still writes the file)."""
     figures = []
-    real_close = plt.close
-    monkeypatch.setattr(ap_plot.plt, "close", lambda fig=None: figures.append(fig))
-    yield figures
-    for fig in figures:
-        real_close(fig)
+    real_new_figure = ap_plot.new_figure
+
+    def recording(**kwargs):
+        figures.append(real_new_figure(**kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(ap_plot, "new_figure", recording)
+    return figures
 
 
 def test_lines_per_preset_in_batch_order(tmp_path, captured):

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("gn_det_benchmark", ROOT / "tools" / "benchmark.py")
+    spec = importlib.util.spec_from_file_location("gn_det_benchmark",
+                                                  ROOT / "tools" / "benchmark.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, TOY_CONFIG, load_tool
+from cli_harness import KILLING_WRAPPER
+from conftest import REPO, TOY_CONFIG
 from gn_det.engine.checkpoint import AtomicCheckpointer, CheckpointError, summarize_keys
 from gn_det.engine.safe_load import pickle_source_allowed
 
@@ -271,7 +272,6 @@ def test_resume_into_a_model_of_another_shape_is_refused(saved):
 
 TRAIN_NET = str(REPO / "tools/train_net.py")
 # Runs train_net in-process, SIGKILLing it in the middle of writing its KILL_AT_SAVE-th checkpoint.
-KILLING_WRAPPER = load_tool("check_bad_inputs").KILLING_WRAPPER
 
 
 def train_net(*args, env=None):

@@ -77,17 +77,3 @@ def test_training_loop_logs_user_errors_without_traceback(caplog):
     finally:
         for f in list(logger.filters):
             logger.removeFilter(f)
-
-
-def test_logger_state_restored_undoes_a_cli_logging_setup():
-    from detectron2.utils.logger import setup_logger
-
-    from gn_det.cli import logger_state_restored
-
-    logger = logging.getLogger("gn_det")
-    before = logger.handlers[:], logger.propagate, logger.level
-    with logger_state_restored("gn_det"):
-        # what train_net's default_setup does (__wrapped__: past detectron2's lru_cache)
-        setup_logger.__wrapped__(name="gn_det", abbrev_name="gn_det", color=False)
-        assert not logger.propagate and len(logger.handlers) > len(before[0])
-    assert (logger.handlers, logger.propagate, logger.level) == before

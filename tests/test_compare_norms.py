@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from cli_harness import TINY_MODEL_OPTS
 from conftest import REPO
 
 TOOL = REPO / "tools" / "compare_norms.py"
@@ -23,11 +24,7 @@ def tiny_args(ds, out, flags=(), opts=()):
             "--steps", "0.5", "--jobs", "2", "--threads", "1", "--out", str(out),
             "--coco-format", "cn_train", f"{ds}/annotations/train.json", f"{ds}/train",
             "--coco-format", "cn_val", f"{ds}/annotations/val.json", f"{ds}/val",
-            "--dataset", "cn_train", "cn_val", *flags,
-            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-            "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
-            "MODEL.NORMS.GN.NUM_GROUPS", "8", "DATALOADER.NUM_WORKERS", "0", *opts]
+            "--dataset", "cn_train", "cn_val", *flags, *TINY_MODEL_OPTS, *opts]
 
 
 def run_tool(args):

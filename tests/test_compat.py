@@ -16,9 +16,9 @@ def test_missing_C_guard_both_ways():
 def test_missing_C_fallback_names_op_and_feature():
     fallback = compat._MissingC("detectron2._C")
     with pytest.raises(compat.MissingCompiledOp, match=r"deform_conv_forward.*deformable conv"):
-        fallback.deform_conv_forward
+        fallback.deform_conv_forward  # noqa: B018  (the attribute access is what raises)
     with pytest.raises(compat.MissingCompiledOp, match=r"box_iou_rotated.*rotated boxes"):
-        fallback.box_iou_rotated
+        fallback.box_iou_rotated  # noqa: B018
     assert not hasattr(fallback, "__file__")  # dunder probes stay plain AttributeErrors
 
 

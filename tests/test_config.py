@@ -2,9 +2,13 @@
 import logging
 
 import pytest
+import torch
 
 from detectron2.config import get_cfg
-from gn_det.config import add_gn_det_config, all_component_specs, component_spec, describe_norms
+from gn_det.config import (add_gn_det_config, all_component_specs, component_spec, describe_norms,
+                           load_cfg)
+
+from conftest import TOY_CONFIG
 
 
 @pytest.fixture
@@ -94,3 +98,14 @@ def test_merge_config_file_safe_yaml_and_errors(cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"based.yaml': cannot read '.*missing-base.yaml' "
                                                 r"\(No such file or directory\); _BASE_ paths"):
         merge_config_file(cfg, str(based))
+
+
+def test_load_cfg_cpu_and_errors(tiny_train_opts):
+    cfg = load_cfg(TOY_CONFIG, tiny_train_opts)
+    assert cfg.MODEL.DEVICE == "cpu" or torch.cuda.is_available()
+    with pytest.raises(ValueError, match=r"MODEL.NORMS FPN use SyncBN, which needs GPUs"):
+        if torch.cuda.is_available():
+            pytest.skip("SyncBN is allowed with CUDA")
+        load_cfg(TOY_CONFIG, tiny_train_opts + ["MODEL.NORMS.FPN.TYPE", "SyncBN"])
+    with pytest.raises(KeyError, match=r"command-line opts: Non-existent key: SOLVER.NOPE"):
+        load_cfg(TOY_CONFIG, ["SOLVER.NOPE", "1"])

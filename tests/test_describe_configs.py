@@ -49,7 +49,8 @@ def test_mask_rcnn_lists_its_mask_head():
 
 
 def test_cli_prints_a_markdown_table(capsys):
-    assert describe_configs.main([str(ROOT / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml")]) == 0
+    demo = ROOT / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml"
+    assert describe_configs.main([str(demo)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == describe_configs.HEADER
     assert out[2].startswith("| toy/retinanet_R_18_FPN_gnws_shapes.yaml | GNRetinaNet | "

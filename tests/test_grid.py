@@ -31,17 +31,17 @@ def schedule(**kw):
 
 
 def test_schedule_from_the_study_config(data_opts):
-    from gn_det.engine import setup_cfg
+    from gn_det.config import load_cfg
 
-    s = Schedule.from_cfg(setup_cfg(STUDY_CONFIG, data_opts))
+    s = Schedule.from_cfg(load_cfg(STUDY_CONFIG, data_opts))
     assert s == Schedule(images=2000, lr_per_image=0.0025, warmup_images=200,
                          step_fractions=(0.8, 0.9), checkpoint_fraction=0.5, seed=0)
 
 
 def test_schedule_counts_accumulation_in_the_batch(data_opts):
-    from gn_det.engine import setup_cfg
+    from gn_det.config import load_cfg
 
-    cfg = setup_cfg(STUDY_CONFIG, data_opts + ["SOLVER.ACCUMULATE_STEPS", 2, "SEED", -1])
+    cfg = load_cfg(STUDY_CONFIG, data_opts + ["SOLVER.ACCUMULATE_STEPS", 2, "SEED", -1])
     s = Schedule.from_cfg(cfg)
     assert (s.images, s.lr_per_image, s.warmup_images, s.seed) == (4000, 0.00125, 400, 0)
 
@@ -106,13 +106,13 @@ def test_the_batch_changes_only_the_schedule(data_opts, tmp_path):
 
 
 def test_cell_config_round_trips_through_its_yaml_dump(data_opts, tmp_path):
-    from gn_det.engine import setup_cfg
+    from gn_det.config import load_cfg
 
     grid = Grid(STUDY_CONFIG, [PRESETS["gnws_all"]], [2], schedule(), data_opts)
     cfg = grid.cell_cfg(grid.cells()[0], str(tmp_path))
     path = tmp_path / "cell.yaml"
     path.write_text(cfg.dump())
-    assert config_differences(cfg.dump(), setup_cfg(str(path)).dump()) == []
+    assert config_differences(cfg.dump(), load_cfg(str(path)).dump()) == []
     assert yaml.safe_load(path.read_text())["SOLVER"]["BASE_LR"] == pytest.approx(0.005)
 
 
@@ -131,9 +131,9 @@ def test_extra_config_is_a_preset_with_the_grids_schedule(data_opts, tmp_path):
 
 
 def test_schedule_keeps_the_study_configs_optimizer(data_opts):
-    from gn_det.engine import setup_cfg
+    from gn_det.config import load_cfg
 
-    s = Schedule.from_cfg(setup_cfg(STUDY_CONFIG, data_opts + ["SOLVER.OPTIMIZER", "AdamW"]))
+    s = Schedule.from_cfg(load_cfg(STUDY_CONFIG, data_opts + ["SOLVER.OPTIMIZER", "AdamW"]))
     assert s.optimizer == "AdamW" and s.solver(2)["SOLVER.OPTIMIZER"] == "AdamW"
 
 

@@ -43,8 +43,8 @@ def test_structure(evaluation):
 
 def test_overall_is_the_sum_over_classes(evaluation):
     s = evaluation.metrics["settings"]
-    for iou, by_score in evaluation.metrics["pr"].items():
-        for score, at in by_score.items():
+    for by_score in evaluation.metrics["pr"].values():
+        for at in by_score.values():
             for key in ("tp", "fp", "fn"):
                 assert at["overall"][key] == sum(v[key] for v in at["per_class"].values())
             o = at["overall"]

@@ -53,7 +53,8 @@ def test_eps_and_affine_pass_through():
 
 
 def test_other_types():
-    assert build_norm("", 8) is None and build_norm("none", 8) is None and build_norm(None, 8) is None
+    assert build_norm("", 8) is None and build_norm("none", 8) is None
+    assert build_norm(None, 8) is None
     assert type(build_norm("BN", 8)) is nn.BatchNorm2d
     assert isinstance(build_norm("FrozenBN", 8), FrozenBatchNorm2d)
     assert build_norm({"type": "gn", "num_groups": 2}, 8).num_groups == 2

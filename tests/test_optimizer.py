@@ -17,7 +17,8 @@ def test_weight_decay_per_kind():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 1),
                           nn.BatchNorm2d(8), nn.GroupNorm(1, 8))
     cfg = add_gn_det_config(get_cfg())
-    cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM, cfg.SOLVER.WEIGHT_DECAY_GN = 1e-4, 5e-5, 0.0
+    cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM = 1e-4, 5e-5
+    cfg.SOLVER.WEIGHT_DECAY_GN = 0.0
     wd = decay_of(build_optimizer(cfg, model))
     assert wd[id(model[0].weight)] == 1e-4
     assert wd[id(model[1].weight)] == wd[id(model[1].bias)] == wd[id(model[4].weight)] == 0.0

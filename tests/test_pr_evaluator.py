@@ -100,17 +100,18 @@ def test_end_to_end(tmp_path, caplog):
         assert (math.isnan(v) if r < 0 else v == pytest.approx(100 * r, abs=1e-4)), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(evaluator.metrics))
-    assert {d["category_id"] for d in json.loads((out / "coco_instances_results.json").read_text())} \
-        <= set(CAT_IDS)
+    written = json.loads((out / "coco_instances_results.json").read_text())
+    assert {d["category_id"] for d in written} <= set(CAT_IDS)
     at = saved["pr"]["0.5"]["0.5"]
     assert results["pr"]["P50@0.5"] == pytest.approx(100 * at["overall"]["precision"])
     assert results["pr"]["R75@0.05"] == pytest.approx(
         100 * saved["pr"]["0.75"]["0.05"]["overall"]["recall"])
-    assert results["pr"]["F50@0.5-class_02"] == pytest.approx(100 * at["per_class"]["class_02"]["f1"])
+    assert results["pr"]["F50@0.5-class_02"] == pytest.approx(
+        100 * at["per_class"]["class_02"]["f1"])
     assert "AP-class_03" in results["bbox"]
     # detectron2's consumers of evaluator results: print_csv_format and EvalHook's float check
     print_csv_format(results)
-    for k, v in flatten_results_dict(results).items():
+    for v in flatten_results_dict(results).values():
         float(v)
     assert "P/R/F1 at IoU 0.5, score >= 0.5" in caplog.text
 

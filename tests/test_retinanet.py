@@ -1,4 +1,5 @@
-"""gn_det.modeling.retinanet: the per-component-norm RetinaNet head and the GNRetinaNet meta-arch."""
+"""gn_det.modeling.retinanet: the per-component-norm RetinaNet head and the GNRetinaNet
+meta-arch."""
 import inspect
 import math
 
@@ -112,9 +113,11 @@ def test_layout_loads_detectron2_checkpoints():
 
 
 def test_invalid_settings_fail_at_build_naming_the_layer():
-    with pytest.raises(ValueError, match=r"layer head.cls_subnet.1: SyncBN needs a torch.distributed"):
+    with pytest.raises(ValueError,
+                       match=r"layer head.cls_subnet.1: SyncBN needs a torch.distributed"):
         _head(norm="SyncBN")
-    with pytest.raises(ValueError, match=r"layer head.cls_subnet.1: GN with G=48 groups needs C=64"):
+    with pytest.raises(ValueError,
+                       match=r"layer head.cls_subnet.1: GN with G=48 groups needs C=64"):
         _head(norm=NormSpec("GN", num_groups=48))
     with pytest.raises(ValueError, match=r"unknown norm type 'group'"):
         _head(norm="group")

@@ -87,7 +87,8 @@ def _cfg(*opts):
         "MODEL.ROI_BOX_HEAD.NAME", "GNFastRCNNConvFCHead", "MODEL.ROI_BOX_HEAD.NUM_CONV", 4,
         "MODEL.ROI_BOX_HEAD.NUM_FC", 1, "MODEL.ROI_BOX_HEAD.CONV_DIM", 64,
         "MODEL.ROI_BOX_HEAD.FC_DIM", 128, "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7,
-        "MODEL.ROI_MASK_HEAD.NAME", "GNMaskRCNNConvUpsampleHead", "MODEL.ROI_MASK_HEAD.CONV_DIM", 64,
+        "MODEL.ROI_MASK_HEAD.NAME", "GNMaskRCNNConvUpsampleHead",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", 64,
         "MODEL.ROI_MASK_HEAD.NUM_CONV", 4,
         "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14, *opts])
     return cfg
@@ -115,7 +116,8 @@ def test_mask_rcnn_from_config_trains():
     box_head, mask_head = model.roi_heads.box_head, model.roi_heads.mask_head
     assert isinstance(box_head, GNFastRCNNConvFCHead) and isinstance(box_head.conv1, WSConv2d)
     assert isinstance(mask_head, GNMaskRCNNConvUpsampleHead)
-    assert type(mask_head.mask_fcn1) is not WSConv2d and type(mask_head.mask_fcn1.norm) is nn.GroupNorm
+    assert type(mask_head.mask_fcn1) is not WSConv2d
+    assert type(mask_head.mask_fcn1.norm) is nn.GroupNorm
     with EventStorage():
         losses = model(_batch())
     assert {"loss_cls", "loss_box_reg", "loss_mask"} <= set(losses)

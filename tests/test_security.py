@@ -2,7 +2,7 @@
 no pickle loads outside the one guarded opt-in, torch.load only with weights_only=True, no shell.
 A static scan of the sources, so a new call site fails here before it ships; the behaviour
 (python-tag YAML refused, checkpoints with code refused, values never evaluated) is tested in
-test_config, test_checkpoint and test_check_bad_inputs."""
+test_config, test_checkpoint and test_bad_inputs."""
 import ast
 
 import pytest

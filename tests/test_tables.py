@@ -7,7 +7,7 @@ import pytest
 
 from gn_det.evaluation import evaluate_detections, load_ground_truth, load_results
 from gn_det.evaluation.synthetic import make_coco_pair
-from gn_det.study.tables import (FIELDS, format_markdown, machine_info, summarize_metrics,
+from gn_det.study.tables import (FIELDS, format_markdown, summarize_metrics,
                                  write_csv, write_json)
 
 
@@ -76,9 +76,3 @@ def test_markdown_pivots_ap_and_lists_cells():
     assert ["bn_all", "2", "done", "10.5", "30.0", "50.0", "60.0", "8", "0.005", "2", "0.250",
             "950"] in cells
     assert "- `gn_all`: GN everywhere" in text
-
-
-def test_machine_info_names_cpu_and_cores():
-    info = machine_info()
-    assert info["cpu"] and info["cores"] >= 1 and 1 <= info["usable_cores"] <= info["cores"]
-    assert info["torch_threads"] >= 1

@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from gn_det.cli import logger_state_restored
 from gn_det.study.grid import PRESETS, Grid, Schedule
 from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT, train_cell, weights_digest
 
+from cli_harness import TINY_MODEL_OPTS, logger_state_restored, tiny_dataset_opts
 from conftest import REPO
 
 STUDY_CONFIG = str(REPO / "configs/toy/compare_norms_shapes.yaml")
@@ -33,14 +33,7 @@ def gn_det_logger_restored():
 
 
 def tiny_opts(ds):
-    return ["DATASETS.COCO_FORMAT",
-            [["cell_train", f"{ds}/annotations/train.json", f"{ds}/train"],
-             ["cell_val", f"{ds}/annotations/val.json", f"{ds}/val"]],
-            "DATASETS.TRAIN", ("cell_train",), "DATASETS.TEST", ("cell_val",),
-            "INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
-            "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 64,
-            "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RETINANET.NUM_CONVS", 1,
-            "MODEL.NORMS.GN.NUM_GROUPS", 8, "DATALOADER.NUM_WORKERS", 0]
+    return tiny_dataset_opts(ds, "cell") + TINY_MODEL_OPTS
 
 
 def make_cell(tmp_path, tiny_shapes, lr_per_image=0.0025, images=4):

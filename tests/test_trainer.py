@@ -1,26 +1,18 @@
-"""gn_det.engine.trainer: Trainer and setup_cfg on real (tiny) detectron2 training runs."""
+"""gn_det.engine.trainer: Trainer on real (tiny) detectron2 training runs."""
 import pytest
 import torch
 
-from gn_det.engine import Trainer, launch, setup_cfg
+from gn_det.config import load_cfg
+from gn_det.data import register_datasets_from_cfg
+from gn_det.engine import Trainer, launch
 
 from _train_worker import train_worker
 from conftest import TOY_CONFIG
 
 
-def test_setup_cfg_cpu_and_errors(tiny_train_opts):
-    cfg = setup_cfg(TOY_CONFIG, tiny_train_opts)
-    assert cfg.MODEL.DEVICE == "cpu" or torch.cuda.is_available()
-    with pytest.raises(ValueError, match=r"MODEL.NORMS FPN use SyncBN, which needs GPUs"):
-        if torch.cuda.is_available():
-            pytest.skip("SyncBN is allowed with CUDA")
-        setup_cfg(TOY_CONFIG, tiny_train_opts + ["MODEL.NORMS.FPN.TYPE", "SyncBN"])
-    with pytest.raises(KeyError, match=r"command-line opts: Non-existent key: SOLVER.NOPE"):
-        setup_cfg(TOY_CONFIG, ["SOLVER.NOPE", "1"])
-
-
 def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
-    cfg = setup_cfg(TOY_CONFIG, tiny_train_opts + ["SOLVER.ACCUMULATE_STEPS", "2"])
+    cfg = load_cfg(TOY_CONFIG, tiny_train_opts + ["SOLVER.ACCUMULATE_STEPS", "2"])
+    register_datasets_from_cfg(cfg)
     with caplog.at_level("INFO", logger="detectron2"):
         trainer = Trainer(cfg)
     assert any("per-GPU batch: 2 images" in r.getMessage() and "effective batch 4" in r.getMessage()
@@ -33,7 +25,8 @@ def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
 def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
-    opts = tiny_train_opts + ["SOLVER.MAX_ITER", "8", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "4",
+    opts = tiny_train_opts + ["SOLVER.MAX_ITER", "8", "SOLVER.BASE_LR", "0.01",
+                              "SOLVER.WARMUP_ITERS", "4",
                               "SOLVER.CHECKPOINT_PERIOD", "4"]
     launch(train_worker, 2, dist_url="auto", args=(TOY_CONFIG, opts, str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -31,7 +31,8 @@ def test_mmcv_style_equals_formula():
 
 def test_conventions_differ_and_defaults():
     w = torch.randn(3, 2, 3, 3)
-    assert not torch.allclose(standardize_weight(w, "timm", 1e-6), standardize_weight(w, "mmcv", 1e-5))
+    assert not torch.allclose(standardize_weight(w, "timm", 1e-6),
+                              standardize_weight(w, "mmcv", 1e-5))
     assert WSSpec(True, "timm").effective_eps == 1e-6
     assert WSSpec(True, "MMCV").effective_eps == 1e-5
     assert WSSpec(True, "mmcv", 1e-4).effective_eps == 1e-4
@@ -77,7 +78,8 @@ def test_bad_ws_specs():
 
 
 def test_fold_ws_updates_list_references():
-    """detectron2's FPN keeps its convs in plain lists that forward uses: folding must reach them."""
+    """detectron2's FPN keeps its convs in plain lists that forward uses: folding must reach
+    them."""
     class ListHolder(nn.Module):
         def __init__(self):
             super().__init__()

@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims first)
 import torch  # noqa: E402
 from gn_det.benchmark import e2e, layers, timing  # noqa: E402
+from gn_det.utils.machine import load_average, machine_info  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -178,12 +179,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = timing.machine_info()
-    print(f"{args.name}: {machine['cpu']}, {machine['cpu_count']} CPUs, torch "
+    machine = machine_info()
+    print(f"{args.name}: {machine['cpu']}, {machine['cores']} CPUs, torch "
           f"{machine['torch']} with {machine['torch_threads']} threads, load average "
           f"{machine['load_avg_1m']}", flush=True)
     result = BENCHMARKS[args.name].run(args)
-    result["machine"] = dict(machine, load_avg_1m_after=timing.load_average())
+    result["machine"] = dict(machine, load_avg_1m_after=load_average())
     print(json.dumps({args.name: result}, indent=1))
     print(f"{args.name} ratios (lower is better):", *target_lines(args.name, result), sep="\n")
     if args.json:

@@ -207,7 +207,8 @@ def ensure_gn_det():
     """pip install -e .[dev], skipped when this environment's stamp says it was done for this
     checkout and setup.py (pip's no-op resolve costs seconds on every `make test` / `make demo`)."""
     stamp = Path(sys.prefix) / "gn_det-setup.stamp"
-    if installed_version("gn_det") and stamp.is_file() and stamp.read_text().strip() == setup_stamp():
+    if installed_version("gn_det") and stamp.is_file() \
+            and stamp.read_text().strip() == setup_stamp():
         step("gn_det (editable) with its [dev] extra: already installed for this checkout")
         return
     step("installing gn_det (editable) with its [dev] extra")

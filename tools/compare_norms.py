@@ -44,13 +44,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
 from gn_det.cli import run_cli  # noqa: E402
-from gn_det.engine import setup_cfg  # noqa: E402
+from gn_det.config import load_cfg  # noqa: E402
+from gn_det.data import register_datasets_from_cfg  # noqa: E402
 from gn_det.study.ap_plot import plot_ap_vs_batch  # noqa: E402
 from gn_det.study.grid import (DEFAULT_BATCHES, PRESETS, Grid, Schedule,  # noqa: E402
                                check_num_classes, extra_preset)
 from gn_det.study.runner import run_grid  # noqa: E402
-from gn_det.study.tables import (format_markdown, machine_info, write_csv,  # noqa: E402
-                                 write_json, write_markdown)
+from gn_det.study.tables import format_markdown, write_csv, write_json, write_markdown  # noqa: E402
+from gn_det.utils.machine import machine_info  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BASE_CONFIG = os.path.join(REPO, "configs", "toy", "compare_norms_shapes.yaml")
@@ -168,7 +169,8 @@ def build_grid(args):
     if args.dataset:
         opts += ["DATASETS.TRAIN", (args.dataset[0],), "DATASETS.TEST", (args.dataset[1],)]
     opts += list(args.opts)
-    base = setup_cfg(args.base_config, opts)
+    base = load_cfg(args.base_config, opts)
+    register_datasets_from_cfg(base)
     schedule = Schedule.from_cfg(base)
     overrides = {"images": args.max_images, "lr_per_image": args.lr_per_image,
                  "warmup_images": args.warmup_images, "step_fractions": args.steps,

@@ -2,7 +2,8 @@
 """Evaluate any detector's COCO results file: the 12 COCO stats, precision / recall / F1 at
 score thresholds, best-F1 thresholds and PR curves; or compare several result files side by side.
 
-    python tools/evaluate.py --gt ann.json --dt results.json --out DIR [--iou 0.5 0.75] [--score 0.3 0.5]
+    python tools/evaluate.py --gt ann.json --dt results.json --out DIR \\
+        [--iou 0.5 0.75] [--score 0.3 0.5]
     python tools/evaluate.py --gt ann.json --dt a.json b.json --names bn gn --out DIR
 
 One file: DIR/metrics.json, DIR/metrics.csv, DIR/pr_curves.png. Several: DIR/<name>/metrics.json

@@ -4,7 +4,6 @@
 trailing opts), CPU when CUDA is absent, final metrics in OUTPUT_DIR/metrics_final.json. Bad input
 (config, dataset, weights, a NaN loss) ends in one `train_net: error:` line and exit status 2, from
 any process; --debug (or GN_DET_DEBUG=1) shows the traceback."""
-import json
 import os
 import sys
 import time
@@ -15,12 +14,16 @@ from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
-from gn_det.engine import Trainer, default_setup, launch, setup_cfg  # noqa: E402
-from gn_det.engine.checkpoint import AtomicCheckpointer, atomic_write  # noqa: E402
+from gn_det.config import load_cfg  # noqa: E402
+from gn_det.data import register_datasets_from_cfg  # noqa: E402
+from gn_det.engine import Trainer, default_setup, launch  # noqa: E402
+from gn_det.engine.checkpoint import AtomicCheckpointer  # noqa: E402
+from gn_det.utils.file_io import write_json  # noqa: E402
 
 
 def setup(args):
-    cfg = setup_cfg(args.config_file, args.opts)
+    cfg = load_cfg(args.config_file, args.opts)
+    register_datasets_from_cfg(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -45,7 +48,7 @@ def main(args):
         final = {"config_file": args.config_file, "iteration": iteration,
                  "seconds": round(time.perf_counter() - start, 1), "results": results}
         path = os.path.join(cfg.OUTPUT_DIR, "metrics_final.json")
-        atomic_write(path, lambda f: f.write(json.dumps(final, indent=2, default=float).encode()))
+        write_json(path, final, indent=2, default=float)
     return results
 
 

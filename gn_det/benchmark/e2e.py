@@ -11,16 +11,18 @@ import copy
 import ctypes
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
+from ..model_zoo import NORM_PRESETS
+from ..utils.machine import peak_rss_mb
+from ..utils.processes import child_env
 from .timing import CLOCKS, eta, ratio
+
 
 class Variant(NamedTuple):
     config: str  # under configs/
@@ -28,28 +30,28 @@ class Variant(NamedTuple):
     description: str
 
 
+def _preset(name: str, opts: tuple = (), note: str = "") -> Variant:
+    """A variant built from one of gn_det's norm presets (gn_det.model_zoo.NORM_PRESETS)."""
+    preset = NORM_PRESETS[name]
+    return Variant(preset.config, opts, preset.description + note)
+
+
 VARIANTS: Dict[str, Variant] = {
-    "frozen_bn": Variant("RetinaNet/retinanet_R_50_FPN_1x.yaml", (),
-                         "FrozenBN backbone, no norm in FPN and head (detectron2's baseline)"),
-    "stock_gn_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
+    "frozen_bn": _preset("frozenbn"),
+    "stock_gn_all": Variant(NORM_PRESETS["gn_all"].config,
                             ("MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
                              "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
                              "MODEL.NORMS.BACKBONE.TYPE", "", "MODEL.NORMS.FPN.TYPE", ""),
                             "detectron2's own GN ResNet-FPN builder (RESNETS.NORM / FPN.NORM = "
                             "GN) with gn_det's GN head (v0.6's own GN head crashes on current "
                             "torch)"),
-    "gn_fpn_head": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_fpn_head.yaml", (),
-                           "gn_det: FrozenBN backbone, GN in FPN and head"),
-    "gn_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", (),
-                      "gn_det: GN in backbone, FPN and head"),
-    "gnws_all": Variant("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml", (),
-                        "gn_det: GN + WS in backbone, FPN and head"),
-    "gn_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml",
-                                    ("MODEL.CHANNELS_LAST", True),
-                                    "gn_det GN-all, MODEL.CHANNELS_LAST (NHWC on CPU)"),
-    "gnws_all_channels_last": Variant("RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml",
-                                      ("MODEL.CHANNELS_LAST", True),
-                                      "gn_det GN+WS-all, MODEL.CHANNELS_LAST (NHWC on CPU)"),
+    "gn_fpn_head": _preset("gn_fpn_head"),
+    "gn_all": _preset("gn_all"),
+    "gnws_all": _preset("gnws_all"),
+    "gn_all_channels_last": _preset("gn_all", ("MODEL.CHANNELS_LAST", True),
+                                    "; MODEL.CHANNELS_LAST (NHWC on CPU)"),
+    "gnws_all_channels_last": _preset("gnws_all", ("MODEL.CHANNELS_LAST", True),
+                                      "; MODEL.CHANNELS_LAST (NHWC on CPU)"),
 }
 FULL_SIZE, QUICK_SIZE = (512, 768), (128, 192)
 BOXES_PER_IMAGE = 4
@@ -77,10 +79,6 @@ def network_signature(model) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
 def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
@@ -93,17 +91,14 @@ def _build(config_file: str, opts: Sequence[str], height: int, width: int, batch
     """(cfg, model, optimizer, training batch, inference inputs) for one variant."""
     import torch
 
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
 
     from .. import modeling  # noqa: F401  (registers gn_det's backbones and meta-architecture)
-    from ..config import add_gn_det_config, merge_config_file
+    from ..config import load_cfg
     from ..engine.optimizer import build_optimizer
 
-    cfg = add_gn_det_config(get_cfg())
-    merge_config_file(cfg, config_file)
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts])
+    cfg = load_cfg(config_file, ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts])
     torch.manual_seed(0)
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
@@ -184,7 +179,7 @@ def worker_main(argv: Optional[List[str]] = None):
                     net(inputs)
                 reply(**_since(t0))
             elif what == "stats":
-                reply(peak_rss_mb=round(_peak_rss_mb(), 1), rss_mb=round(_rss_mb(), 1))
+                reply(peak_rss_mb=round(peak_rss_mb(), 1), rss_mb=round(_rss_mb(), 1))
             elif what == "quit":
                 reply(bye=True)
                 return
@@ -230,9 +225,7 @@ class Worker:
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"gn_det_bench_{name}_",
                                                suffix=".log", delete=False)
-        root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        env = child_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gn_det.benchmark.e2e", "--worker", "--config", config_file,
              "--opts", json.dumps(list(opts)), "--size", f"{size[0]}x{size[1]}",
@@ -404,17 +397,14 @@ def loader_benchmark(config_dir: str, size: Sequence[int], repeats: int) -> Dict
     import numpy as np
     from PIL import Image
 
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetMapper
     from detectron2.structures import BoxMode
 
-    from ..config import add_gn_det_config, merge_config_file
+    from ..config import load_cfg
 
     height, width = size
-    cfg = add_gn_det_config(get_cfg())
-    merge_config_file(cfg, os.path.join(config_dir, VARIANTS["gn_all"].config))
-    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", (min(size),), "INPUT.MAX_SIZE_TRAIN",
-                         max(size)])
+    cfg = load_cfg(os.path.join(config_dir, VARIANTS["gn_all"].config),
+                   ["INPUT.MIN_SIZE_TRAIN", (min(size),), "INPUT.MAX_SIZE_TRAIN", max(size)])
     mapper = DatasetMapper(cfg, is_train=True)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -169,7 +169,7 @@ def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES,
             repeats, label=f"WS train {name} ", clock=timer))
         ws_eval = ws["timm"].eval()
         folded = fold_ws(copy.deepcopy(ws_eval))
-        recompute = lambda conv=ws_eval: conv._conv_forward(  # noqa: E731
+        recompute = lambda conv=ws_eval, x=x: conv._conv_forward(  # noqa: E731
             x, standardize_weight(conv.weight, "timm", conv.ws_eps), None)
         evals = medians(interleaved(
             {"plain": _no_grad(plain.eval(), x), "ws": _no_grad(ws_eval, x),

@@ -1,16 +1,13 @@
-"""Side-by-side timing: variants interleaved within each repeat, medians after warm-up, progress
-with an ETA, and the machine facts (CPU, threads, load average) a measurement must be read with.
+"""Side-by-side timing: variants interleaved within each repeat, medians after warm-up, and
+progress with an ETA (the machine facts a measurement must be read with: gn_det.utils.machine).
 
 Interleaving matters on a shared machine: load from other processes changes over seconds, and
 timing variant A's repeats before B's would turn that drift into a false A/B ratio.
 """
-import os
-import platform
 import statistics
 import time
 from typing import Callable, Dict, List, Mapping
 
-import torch
 
 
 def eta(done: int, total: int, elapsed: float) -> str:
@@ -60,30 +57,3 @@ def medians(samples: Mapping[str, List[float]]) -> Dict[str, float]:
 
 def ratio(num: float, den: float, digits: int = 3) -> float:
     return round(num / den, digits) if den > 0 else float("nan")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo, as lscpu prints it), else platform's guess."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> float:
-    """1-minute load average (nan where the OS has none)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return float("nan")
-
-
-def machine_info() -> Dict:
-    """What a timing must be reported with: CPU, cores, torch threads and versions, load."""
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(), "load_avg_1m": load_average()}

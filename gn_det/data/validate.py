@@ -197,16 +197,12 @@ def validate_coco_dict(data: Any, source: str = "<json>") -> CleanedDataset:
         check.positive_int(img, "height", where)
 
     result = CleanedDataset(data=dict(data), source=source)
-    seen_ann: Dict[int, int] = {}
+    for i, ann in enumerate(data["annotations"]):
+        check.obj(ann, f"annotations[{i}]", "a JSON object")
+    _unique_ids(check, data["annotations"], "annotations")
     kept = []
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"
-        check.obj(ann, where, "a JSON object")
-        ident = check.int_id(ann, "id", where)
-        if ident in seen_ann:
-            check.fail(f"{where}.id", f"duplicates annotations[{seen_ann[ident]}].id = {ident}",
-                       "ids unique within 'annotations'")
-        seen_ann[ident] = i
         image_id = check.int_id(ann, "image_id", where)
         if image_id not in images:
             check.fail(f"{where}.image_id", f"{image_id} is not an id in 'images'",

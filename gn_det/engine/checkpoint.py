@@ -11,7 +11,6 @@ one line per key.
 """
 import glob
 import os
-import tempfile
 from collections import Counter
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,28 +20,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
-from .safe_load import CheckpointError, check_pickle_source, first_line, torch_load, \
-    warn_unpickling
+from ..cli import one_line
+from ..utils.file_io import atomic_write
+from .safe_load import CheckpointError, check_pickle_source, torch_load, warn_unpickling
 
-__all__ = ["AtomicCheckpointer", "CheckpointError", "atomic_write", "summarize_keys"]
+__all__ = ["AtomicCheckpointer", "CheckpointError", "summarize_keys"]
 
 _SHOWN = 3  # mismatched keys named in an error
-
-
-def atomic_write(path: str, write) -> None:
-    """Write `path` through `write(file)` into a temp file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def summarize_keys(keys: Sequence[str], max_groups: int = 4) -> str:
@@ -140,7 +124,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
             try:
                 local = self.path_manager.get_local_path(path)
             except Exception as e:  # no network, unknown catalog name, HTTP error, ...
-                raise CheckpointError(f"{self._source}: cannot be fetched ({first_line(e)}); "
+                raise CheckpointError(f"{self._source}: cannot be fetched "
+                                      f"({one_line(e, brief=True)}); "
                                       "download it and pass the local path") from None
             if not os.path.isfile(local):
                 raise CheckpointError(f"{self._source}: {self._missing_hint()}")
@@ -162,7 +147,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 return super()._load_file(filename)
             except Exception as e:
                 raise CheckpointError(f"{source}: not a readable Detectron / Caffe2 pickle "
-                                      f"({first_line(e)})") from None
+                                      f"({one_line(e, brief=True)})") from None
         data = torch_load(filename, source)
         if filename.endswith(".pyth"):  # pycls, as DetectionCheckpointer reads it
             if not isinstance(data, Mapping) or not isinstance(data.get("model_state"), Mapping):

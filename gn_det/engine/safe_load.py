@@ -13,6 +13,8 @@ import re
 
 import torch
 
+from ..cli import one_line
+
 ALLOW_PICKLE_ENV = "GN_DET_ALLOW_PICKLE"
 CATALOG_PREFIXES = ("detectron2://", "catalog://")
 _UNSAFE_GLOBAL = re.compile(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)")
@@ -22,14 +24,6 @@ logger = logging.getLogger(__name__)
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what would be valid."""
-
-
-def first_line(exc: BaseException, limit: int = 160) -> str:
-    """`Type: first line of the message`, short enough for a one-line error."""
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    text = text.split(". ")[0]  # torch's messages go on with advice in further sentences
-    text = text if len(text) <= limit else text[:limit] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def pickle_opt_in() -> bool:
@@ -67,7 +61,8 @@ def torch_load(path: str, source: str):
         if not found:  # not an object the weights-only unpickler refuses: bad bytes
             detail = str(e).split("WeightsUnpickler error:")[-1].strip()
             raise CheckpointError(f"{source}: not a readable torch checkpoint "
-                                  f"({first_line(pickle.UnpicklingError(detail))}); it may be "
+                                  f"({one_line(pickle.UnpicklingError(detail), brief=True)});"
+                                  " it may be "
                                   "truncated or corrupt, expected a file written by torch.save"
                                   ) from None
         what = f"Python objects of type {found.group(1)}"
@@ -77,12 +72,14 @@ def torch_load(path: str, source: str):
                 f"refuses because unpickling them can run code; if you trust the file, rerun with "
                 f"{ALLOW_PICKLE_ENV}=1, or re-save only its state dict") from None
     except Exception as e:  # truncated zip, garbage bytes, empty file, a directory, ...
-        raise CheckpointError(f"{source}: not a readable torch checkpoint ({first_line(e)}); it "
+        raise CheckpointError(f"{source}: not a readable torch checkpoint "
+                              f"({one_line(e, brief=True)}); it "
                               "may be truncated or corrupt, expected a file written by "
                               "torch.save") from None
     warn_unpickling(source, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise CheckpointError(f"{source}: not a readable torch checkpoint ({first_line(e)})"
+        raise CheckpointError(f"{source}: not a readable torch checkpoint "
+                              f"({one_line(e, brief=True)})"
                               ) from None

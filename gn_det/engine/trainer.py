@@ -1,4 +1,4 @@
-"""Trainer: detectron2's DefaultTrainer with gn_det's pieces, and `setup_cfg` for train_net.
+"""Trainer: detectron2's DefaultTrainer with gn_det's pieces, and `default_setup` for the CLIs.
 
 Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
 (SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that include the optimizer state, DDP on
@@ -10,17 +10,14 @@ import logging
 import warnings
 import weakref
 
-import torch
 
-from detectron2.config import get_cfg
 from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine import default_setup as d2_default_setup
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_gn_det_config, all_component_specs, describe_norms, merge_config_file
-from ..data import register_datasets_from_cfg
+from ..config import describe_norms
 from ..evaluation import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from .checkpoint import AtomicCheckpointer
@@ -125,27 +122,3 @@ def default_setup(cfg, args):
     d2_default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gn_det",
                  abbrev_name="gn_det")
-
-
-def setup_cfg(config_file: str = "", opts=()):
-    """detectron2 config + gn_det keys, merged from a YAML file and `opts`; CPU when CUDA is
-    absent; every component's norm spec and every DATASETS.COCO_FORMAT dataset validated (and
-    registered) before anything is built."""
-    cfg = add_gn_det_config(get_cfg())
-    if config_file:
-        merge_config_file(cfg, config_file)
-    try:
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as e:
-        raise KeyError(f"command-line opts: {e.args[0] if e.args else e}") from None
-    if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
-        logger.info("CUDA is not available: MODEL.DEVICE=%s -> cpu", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
-    specs = all_component_specs(cfg)
-    sync = [c for c, s in specs.items() if s.norm.type == "SyncBN"]
-    if sync and cfg.MODEL.DEVICE == "cpu":
-        raise ValueError(
-            f"MODEL.NORMS {', '.join(sync)} use SyncBN, which needs GPUs (NCCL); on CPU use GN "
-            f"(needs no synchronization across devices, which is the point) or BN")
-    register_datasets_from_cfg(cfg)
-    return cfg

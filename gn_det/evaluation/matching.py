@@ -89,7 +89,8 @@ def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> 
     ks = np.array([k for k, _, _ in entries], dtype=np.int64)
     gt_ig = [e["gtIgnore"] for _, e, _ in entries]
     num_gt = np.bincount(np.repeat(ks, [len(g) for g in gt_ig]),
-                         weights=np.concatenate(gt_ig) == 0, minlength=len(cat_ids)).astype(np.int64)
+                         weights=np.concatenate(gt_ig) == 0,
+                         minlength=len(cat_ids)).astype(np.int64)
     scores = np.concatenate([e["dtScores"] for _, e, _ in entries]).astype(np.float64)
     labels = np.repeat(ks, [len(e["dtScores"]) for _, e, _ in entries])
 
@@ -171,7 +172,8 @@ def curve(matches: Matches, iou: float, class_index: Optional[int] = None) -> Cu
     fp = np.cumsum(matches.fp[t][sel])
     num_gt = int(matches.num_gt.sum() if class_index is None else matches.num_gt[class_index])
     # a threshold keeps all tied scores or none: one point at the end of each tie run
-    ends = np.flatnonzero(np.r_[scores[1:] != scores[:-1], True]) if len(scores) else np.zeros(0, int)
+    ends = (np.flatnonzero(np.r_[scores[1:] != scores[:-1], True]) if len(scores)
+            else np.zeros(0, int))
     tp, fp = tp[ends], fp[ends]
     precision, recall, _ = ratios(tp, fp, num_gt - tp)
     return Curve(scores[ends], precision, recall, tp, fp, num_gt)

@@ -7,14 +7,11 @@ panel per class (the `max_class_panels` classes with most ground truth when ther
 import math
 from typing import Mapping, Optional
 
-import matplotlib
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .matching import curve  # noqa: E402
-from .metrics import Evaluation, threshold_key  # noqa: E402
+from ..utils.plotting import new_figure, palette
+from .matching import curve
+from .metrics import Evaluation, threshold_key
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
 
@@ -25,14 +22,14 @@ def plot_pr_curves(evaluations: Mapping[str, Evaluation], path: str,
     `title` names what is shown (e.g. "bn vs gn")."""
     runs = list(evaluations)
     first = evaluations[runs[0]]
-    colors = plt.get_cmap("tab10").colors
+    colors = palette("tab10")
     num_gt = first.matches.num_gt
     order = sorted(range(len(first.class_names)), key=lambda k: (-num_gt[k], k))
     shown = order[:max_class_panels]
     cols = max(1, min(8, math.ceil(math.sqrt(len(shown) * 1.5))))
     rows = math.ceil(len(shown) / cols) if shown else 0
     width = max(12.0, 2.3 * cols)
-    fig = plt.figure(figsize=(width, 5.5 + 2.2 * rows), dpi=90, layout="constrained")
+    fig = new_figure(figsize=(width, 5.5 + 2.2 * rows), dpi=90, layout="constrained")
     grid = fig.add_gridspec(1 + rows, cols, height_ratios=[5.0] + [2.0] * rows)
 
     ax = fig.add_subplot(grid[0, : max(1, cols // 2)])
@@ -75,7 +72,6 @@ def plot_pr_curves(evaluations: Mapping[str, Evaluation], path: str,
         heading += f" ({hidden} classes with least ground truth not shown; see metrics.csv)"
     fig.suptitle(heading, fontsize=13)
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 

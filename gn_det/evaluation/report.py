@@ -10,7 +10,8 @@ from tabulate import tabulate
 from .coco_stats import STAT_NAMES
 from .metrics import threshold_key
 
-CSV_FIELDS = ["kind", "name", "iou", "score", "precision", "recall", "f1", "tp", "fp", "fn", "value"]
+CSV_FIELDS = ["kind", "name", "iou", "score", "precision", "recall", "f1", "tp", "fp", "fn",
+              "value"]
 
 
 def write_metrics_json(metrics: Dict, path: str) -> str:

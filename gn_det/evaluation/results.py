@@ -7,7 +7,6 @@ problem is one exception naming the file, the entry index, the field and what wo
 """
 import contextlib
 import io
-import json
 import logging
 import math
 import os
@@ -15,6 +14,8 @@ from numbers import Integral, Real
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from pycocotools.coco import COCO
+
+from ..utils.file_io import JSONFileError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +43,10 @@ class ResultsError(EvaluationInputError):
 
 
 def _read_json(path, error_cls, what: str):
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise error_cls(path, f"no such {what} file")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise error_cls(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    except UnicodeDecodeError:
-        raise error_cls(path, "not a UTF-8 text file; expected COCO JSON") from None
+        return read_json(path, what)
+    except JSONFileError as e:
+        raise error_cls(e.path, e.reason) from None
 
 
 def _is_number(v) -> bool:
@@ -68,7 +63,8 @@ def _describe_ids(ids: Iterable, limit: int = 8) -> str:
         ids = sorted(ids)
     except TypeError:  # mixed id types
         ids = sorted(ids, key=str)
-    if ids and all(isinstance(i, Integral) for i in ids) and ids == list(range(ids[0], ids[-1] + 1)):
+    if ids and all(isinstance(i, Integral) for i in ids) \
+            and ids == list(range(ids[0], ids[-1] + 1)):
         return f"{ids[0]}..{ids[-1]}" if len(ids) > 1 else f"{ids[0]}"
     shown = ", ".join(repr(i) for i in ids[:limit])
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
@@ -77,11 +73,13 @@ def _describe_ids(ids: Iterable, limit: int = 8) -> str:
 def _check_box(bbox, error_cls, source, index):
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and _is_number(bbox[0])
             and _is_number(bbox[1]) and _is_number(bbox[2]) and _is_number(bbox[3])):
-        raise error_cls(source, f"is {_short(bbox)}; expected 4 finite numbers [x, y, width, height]",
+        raise error_cls(source, f"is {_short(bbox)}; expected 4 finite numbers "
+                                "[x, y, width, height]",
                         index, "bbox")
     if bbox[2] < 0 or bbox[3] < 0:
         raise error_cls(source, f"is {_short(bbox)}: width and height must be >= 0 "
-                                "(COCO boxes are [x, y, width, height], not corners)", index, "bbox")
+                                "(COCO boxes are [x, y, width, height], not corners)",
+                        index, "bbox")
 
 
 def _short(value, limit: int = 60) -> str:
@@ -103,7 +101,8 @@ def load_ground_truth(source: Source) -> COCO:
                                      "object with 'images', 'annotations' and 'categories'")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            hint = " (a test split without labels cannot be evaluated)" if key == "annotations" else ""
+            hint = (" (a test split without labels cannot be evaluated)"
+                    if key == "annotations" else "")
             raise GroundTruthError(name, f"missing list {key!r}; a COCO annotation file has "
                                          f"'images', 'annotations' and 'categories'{hint}")
     images, cats = data["images"], data["categories"]
@@ -175,7 +174,8 @@ def load_results(source: Source, coco_gt: COCO, name: Optional[str] = None) -> L
         keys = ", ".join(_short(k, 30) for k in sorted(data, key=str)[:6])
         hint = (" (this looks like a ground-truth file: pass it as --gt)"
                 if "annotations" in data and "images" in data else "")
-        raise ResultsError(name, f"top level is an object with keys {keys}; expected a JSON list of "
+        raise ResultsError(name, f"top level is an object with keys {keys}; expected a JSON "
+                                 f"list of "
                                  f"detections {{image_id, category_id, bbox, score}}{hint}")
     if not isinstance(data, Sequence) or isinstance(data, (str, bytes)):
         raise ResultsError(name, f"top level is a {type(data).__name__}; expected a JSON list of "
@@ -195,14 +195,16 @@ def load_results(source: Source, coco_gt: COCO, name: Optional[str] = None) -> L
         except TypeError:  # unhashable
             known_image = False
         if not known_image:
-            raise ResultsError(name, f"is {_short(det['image_id'])}, not an image of the ground truth "
+            raise ResultsError(name, f"is {_short(det['image_id'])}, not an image of the "
+                                     f"ground truth "
                                      f"(valid: {_describe_ids(image_ids)})", i, "image_id")
         try:
             known_cat = det["category_id"] in cat_ids
         except TypeError:
             known_cat = False
         if not known_cat:
-            raise ResultsError(name, f"is {_short(det['category_id'])}, not a category of the ground "
+            raise ResultsError(name, f"is {_short(det['category_id'])}, not a category of the "
+                                     f"ground "
                                      f"truth (valid: {_describe_ids(cat_ids)})", i, "category_id")
         _check_box(det["bbox"], ResultsError, name, i)
         if not _is_number(det["score"]) or det["score"] < 0:
@@ -239,4 +241,5 @@ def category_names(coco_gt: COCO) -> Dict[int, str]:
     """Category id → display name, sorted by id; repeated names get their id appended."""
     cats = sorted(coco_gt.cats.values(), key=lambda c: c["id"])
     names = [str(c.get("name", c["id"])) for c in cats]
-    return {c["id"]: (n if names.count(n) == 1 else f"{n} (id {c['id']})") for c, n in zip(cats, names)}
+    return {c["id"]: (n if names.count(n) == 1 else f"{n} (id {c['id']})")
+            for c, n in zip(cats, names)}

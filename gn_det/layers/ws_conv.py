@@ -42,7 +42,8 @@ class WSSpec:
         return bool(self.enabled)
 
 
-def standardize_weight(weight: torch.Tensor, style: str = "timm", eps: float = 1e-6) -> torch.Tensor:
+def standardize_weight(weight: torch.Tensor, style: str = "timm",
+                       eps: float = 1e-6) -> torch.Tensor:
     """Standardize each output filter of a conv weight (out, in, kh, kw) over its other axes.
     Formulations picked by `tools/benchmark.py ws` (docs/PERFORMANCE.md)."""
     flat = weight.reshape(weight.shape[0], -1)

@@ -18,7 +18,6 @@ import functools
 import math
 from typing import List
 
-import torch
 from torch import Tensor, nn
 
 from detectron2.config import configurable

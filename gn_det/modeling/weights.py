@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
+from ..engine.safe_load import CheckpointError, torch_load
 from ..layers import ConvNormSpec, NormSpec
 from .resnet import BLOCKS_PER_STAGE, STAGE_NAMES, make_resnet
 
@@ -168,17 +169,16 @@ def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
 
 
 def load_state_dict_file(path) -> Dict[str, object]:
-    """A state dict from a torch checkpoint, read with weights_only=True (no code execution);
-    unwraps {'state_dict': ...} (mmcv) and {'model': ...} (detectron2) containers."""
+    """A state dict from a torch checkpoint, read as training reads weights (gn_det.engine.
+    safe_load: no code execution); unwraps {'state_dict': ...} (mmcv) and {'model': ...}
+    (detectron2) containers."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, not a torch file, or unsafe pickle content
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise WeightsError(f"{path}: not a readable torch checkpoint "
-                           f"({type(e).__name__}: {first[:200]})") from None
+        data = torch_load(str(path), str(path))
+    except CheckpointError as e:
+        raise WeightsError(str(e)) from None
     for container in ("state_dict", "model"):
         if isinstance(data, Mapping) and isinstance(data.get(container), Mapping):
             data = data[container]

@@ -3,10 +3,7 @@
 crosses at AP 0; failed cells are left out."""
 from typing import Dict, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..utils.plotting import new_figure, palette
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
 
@@ -14,8 +11,9 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
 def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequence[int],
                      path: str, title: str = "") -> str:
     """Write the figure to `path` (PNG); lines in the order of `presets`."""
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=100, layout="constrained")
-    colors = plt.get_cmap("tab10").colors
+    fig = new_figure(figsize=(7.5, 5.0), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    colors = palette("tab10")
     diverged_shown = False
     for k, name in enumerate(presets):
         mine = sorted((r for r in rows if r["preset"] == name), key=lambda r: r["batch"])
@@ -41,5 +39,4 @@ def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequ
     ax.legend(loc="best", fontsize=9)
     ax.set_title(title or "AP vs images per GPU", fontsize=10)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -14,17 +14,9 @@ from typing import Dict, List, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
-from ..engine import setup_cfg
-
-_COMPONENTS = ("BACKBONE", "FPN", "RETINANET_HEAD")
-
-
-def _norm_opts(backbone: str, fpn: str, head: str, ws: bool = False) -> Tuple[str, ...]:
-    opts: List[str] = []
-    for component, norm in zip(_COMPONENTS, (backbone, fpn, head)):
-        opts += [f"MODEL.NORMS.{component}.TYPE", norm, f"MODEL.NORMS.{component}.WS", str(ws)]
-    return tuple(opts)
-
+from ..config import load_cfg
+from ..data import register_datasets_from_cfg
+from ..model_zoo import NORM_PRESETS, preset_norm_opts
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -37,19 +29,11 @@ class Preset:
     config_file: str = ""
 
 
-PRESETS: Dict[str, Preset] = {p.name: p for p in [
-    Preset("frozenbn", "FrozenBN baseline: detectron2's default norms (FrozenBN backbone, no norm "
-           "in FPN and head); trained from scratch, FrozenBN is an identity affine (weight 1, "
-           "bias 0, mean 0, var 1), i.e. no normalization at all",
-           _norm_opts("FrozenBN", "none", "none")),
-    Preset("bn_all", "BN in backbone, FPN and head (per-level statistics in the head), "
-           "statistics of each GPU's own images", _norm_opts("BN", "BN", "BN")),
-    Preset("gn_fpn_head", "GN in FPN and head, FrozenBN backbone (Detectron's GN-head setup; from "
-           "scratch the backbone is unnormalized)", _norm_opts("FrozenBN", "GN", "GN")),
-    Preset("gn_all", "GN in backbone, FPN and head", _norm_opts("GN", "GN", "GN")),
-    Preset("gnws_all", "GN + Weight Standardization in backbone, FPN and head",
-           _norm_opts("GN", "GN", "GN", ws=True)),
-]}
+# The study's presets: gn_det's norm presets (gn_det.model_zoo, defined by configs/RetinaNet/),
+# applied to the grid's base config as per-component TYPE / WS opts.
+PRESETS: Dict[str, Preset] = {
+    name: Preset(name, NORM_PRESETS[name].description, preset_norm_opts(name))
+    for name in ("frozenbn", "bn_all", "gn_fpn_head", "gn_all", "gnws_all")}
 DEFAULT_BATCHES = (1, 2, 4, 8)
 
 # Config keys each cell sets from the schedule; user opts may not set them.
@@ -184,7 +168,9 @@ class Grid:
         opts = list(cell.preset.opts) + list(self.opts)
         for key, value in solver.items():
             opts += [key, value]
-        return setup_cfg(cell.preset.config_file or self.base_config, opts)
+        cfg = load_cfg(cell.preset.config_file or self.base_config, opts)
+        register_datasets_from_cfg(cfg)
+        return cfg
 
 
 def check_num_classes(cfg: CfgNode) -> None:

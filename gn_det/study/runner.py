@@ -20,10 +20,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import yaml
 
-from ..engine.checkpoint import atomic_write
+from ..utils.file_io import JSONFileError, atomic_write, read_json
+from ..utils.machine import peak_rss_mb
+from ..utils.processes import child_env
 from .grid import Cell, Grid
 from .tables import summarize_metrics
-from .train_cell import CELL_CONFIG, TRAIN_RESULT, vm_hwm_mb
+from .train_cell import CELL_CONFIG, TRAIN_RESULT
 
 RESULT = "result.json"
 FAILED = "failed.json"
@@ -82,17 +84,17 @@ def config_differences(old_yaml: str, new_yaml: str) -> List[str]:
             if k not in _IGNORED_KEYS and old.get(k) != new.get(k)]
 
 
-def read_json(path: str) -> Optional[dict]:
+def read_result(path: str) -> Optional[dict]:
+    """A cell's JSON record, or None when it is missing or unreadable (the cell runs again)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return read_json(path)
+    except JSONFileError:
         return None
 
 
 def finished_result(folder: str) -> Optional[dict]:
     """The cell's result.json if it is complete (a finished cell), else None."""
-    result = read_json(os.path.join(folder, RESULT))
+    result = read_result(os.path.join(folder, RESULT))
     if result and result.get("status") in FINISHED and "peak_rss_mb" in result:
         return result
     return None
@@ -138,11 +140,7 @@ def run_process(command: Sequence[str], log_path: str, threads: int = 0,
     Where /proc is missing, or the process ends before the first read, it is the kernel's
     ru_maxrss at exit, which also counts the runner's own memory (a child starts from its
     parent's peak), so it is an upper bound."""
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
-    if threads > 0:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env = child_env(threads)
     running = set() if running is None else running
     start, peak = time.perf_counter(), None
     with open(log_path, "ab") as log:
@@ -153,7 +151,7 @@ def run_process(command: Sequence[str], log_path: str, threads: int = 0,
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
-                hwm = vm_hwm_mb(proc.pid)
+                hwm = peak_rss_mb(proc.pid)
                 peak = hwm if peak is None or (hwm or 0) > peak else peak
                 time.sleep(poll_s)
         except BaseException:  # the runner itself is stopping: take the cell down with it
@@ -164,7 +162,7 @@ def run_process(command: Sequence[str], log_path: str, threads: int = 0,
             running.discard(proc)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if peak is None:
-        peak = usage.ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10)
+        peak = peak_rss_mb(usage=usage)
     return {"rc": proc.returncode, "wall_s": round(time.perf_counter() - start, 2),
             "peak_rss_mb": round(peak, 1)}
 
@@ -202,7 +200,7 @@ def run_cell(cell: Cell, cfg, folder: str, resume: bool = False,
     command += [folder] + (["--resume"] if resume else [])
     proc = run_process(command, log_path, threads, running)
     record = dict(cell_record(cell, cfg, folder), threads=threads or None, **proc)
-    train = read_json(os.path.join(folder, TRAIN_RESULT)) if proc["rc"] == 0 else None
+    train = read_result(os.path.join(folder, TRAIN_RESULT)) if proc["rc"] == 0 else None
     if train is None:
         reason = _exit_reason(proc["rc"], log_path) if proc["rc"] else \
             f"exit code 0 but no {TRAIN_RESULT}"
@@ -213,7 +211,7 @@ def run_cell(cell: Cell, cfg, folder: str, resume: bool = False,
     peak = max(x for x in (record["peak_rss_mb"], train.pop("peak_rss_mb", None)) if x is not None)
     record.update(train, peak_rss_mb=peak)
     if train["status"] == "done":
-        record.update(summarize_metrics(read_json(train["metrics_file"]) or {}))
+        record.update(summarize_metrics(read_result(train["metrics_file"]) or {}))
     atomic_write(os.path.join(folder, RESULT),
                  lambda f: f.write(json.dumps(record, indent=1).encode()))
     return record

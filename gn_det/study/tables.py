@@ -3,8 +3,6 @@ settings and the machine) and results.md (an AP-by-batch table and a per-cell ta
 paste into docs)."""
 import csv
 import json
-import os
-import platform
 from typing import Dict, Optional, Sequence
 
 from tabulate import tabulate
@@ -34,26 +32,6 @@ def summarize_metrics(metrics: Dict) -> Dict[str, object]:
     return {"AP": _pct(coco["AP"]), "AP50": _pct(coco["AP50"]), "AP75": _pct(coco["AP75"]),
             "recall": _pct(at["recall"]), "precision": _pct(at["precision"]),
             "f1": _pct(at["f1"]), "main_iou": iou, "main_score": score}
-
-
-def machine_info() -> Dict[str, object]:
-    """What the timings were measured on."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _csv_value(v):

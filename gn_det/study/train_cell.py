@@ -14,13 +14,15 @@ import os
 import statistics
 import sys
 import time
-from typing import Optional
 
 from detectron2.engine import HookBase
 
 from ..cli import one_line
-from ..engine import Trainer, default_setup, setup_cfg
-from ..engine.checkpoint import atomic_write
+from ..config import load_cfg
+from ..data import register_datasets_from_cfg
+from ..engine import Trainer, default_setup
+from ..utils.file_io import atomic_write
+from ..utils.machine import peak_rss_mb
 
 CELL_CONFIG = "cell.yaml"
 TRAIN_RESULT = "train_result.json"
@@ -44,18 +46,6 @@ class StepTimer(HookBase):
         self.steps.append(self.end - self._step_start)
 
 
-def vm_hwm_mb(pid="self") -> Optional[float]:
-    """Peak resident memory (VmHWM) of a live process in MB, from /proc; None where unknown."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def weights_digest(model) -> str:
     """sha256 (16 hex digits) over the state dict's names and bytes: equal digests mean equal
     weights and buffers."""
@@ -69,7 +59,8 @@ def weights_digest(model) -> str:
 def train_cell(cell_dir: str, resume: bool = False) -> dict:
     """Train and evaluate the cell; returns (and writes) the train_result.json content."""
     config_file = os.path.join(cell_dir, CELL_CONFIG)
-    cfg = setup_cfg(config_file)
+    cfg = load_cfg(config_file)
+    register_datasets_from_cfg(cfg)
     cfg.freeze()
     default_setup(cfg, argparse.Namespace(config_file=config_file, resume=resume,
                                           eval_only=False))  # logging, config.yaml, SEED
@@ -98,7 +89,7 @@ def train_cell(cell_dir: str, resume: bool = False) -> dict:
         "eval_s": round(total - train_s, 2) if status == "done" else None,
         "init_digest": init_digest,
         "metrics_file": metrics_file if status == "done" else "",
-        "peak_rss_mb": vm_hwm_mb(),  # this process, training and evaluation
+        "peak_rss_mb": peak_rss_mb(),  # this process, training and evaluation
     }
     if status == "done" and not os.path.isfile(metrics_file):
         raise FileNotFoundError(f"training finished but the evaluator wrote no {metrics_file}; "

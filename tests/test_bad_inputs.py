@@ -1,164 +1,22 @@
-#!/usr/bin/env python
-"""Run every bad input of the reliability issue through the real command-line tools and report
-how each ended: the exit status and the one line the user sees.
-
-    python tools/check_bad_inputs.py                  # all but the slow training faults
-    python tools/check_bad_inputs.py --all            # also NaN loss, SIGKILL in a save, 2 ranks
-    python tools/check_bad_inputs.py --group results configs -k nan --full
-
-Each case writes its bad input into a temp folder and runs one CLI (python -m gn_det.data,
-tools/evaluate.py, tools/train_net.py, tools/convert_weights.py, datasets/voc_to_coco.py,
-datasets/make_shapes.py) as its `__main__` does, in this process (fast; --subprocess runs each
-as a real process). A case passes when it ends as expected: "error" = non-zero exit, no
-traceback, one `<prog>: error:` line containing the expected words; "warning" = exit 0 with a
-warning line containing them (boxes clipped or dropped, an empty results file); "ok" = exit 0.
-Exit status: 0 when every case passed, 1 otherwise.
+"""Every bad input of the reliability issue, run through the real command-line tools (python -m
+gn_det.data, tools/evaluate.py, tools/train_net.py, tools/convert_weights.py,
+datasets/voc_to_coco.py, datasets/make_shapes.py) as their `__main__` runs them: each ends as
+expected. "error" = non-zero exit, no traceback, one `<prog>: error:` line containing the
+expected words; "warning" = exit 0 with a warning line containing them (boxes clipped or
+dropped, an empty results file); "ok" = exit 0. `pytest tests/test_bad_inputs.py -v` lists them.
 """
-import argparse
-import contextlib
-import dataclasses
-import io
 import json
-import logging
 import os
-import runpy
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import textwrap
-import time
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import List
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-TOY_CONFIG = str(REPO / "configs/toy/Base-RetinaNet-R18-Shapes.yaml")
-GROUPS = ("datasets", "images", "results", "configs", "weights", "security", "training")
-SLOW_GROUPS = ("training",)
-# name -> (how to run it, script path or module, the prog name in its error lines)
-CLIS = {
-    "data": ("module", "gn_det.data", "python -m gn_det.data"),
-    "evaluate": ("path", "tools/evaluate.py", "evaluate.py"),
-    "train_net": ("path", "tools/train_net.py", "train_net"),
-    "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
-    "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
-    "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),
-}
-# Kills the process inside its KILL_AT_SAVE-th checkpoint write, then runs the script in argv[1].
-KILLING_WRAPPER = textwrap.dedent("""
-    import os, runpy, signal, sys, torch
-    kill_at, real_save, saves = int(os.environ["KILL_AT_SAVE"]), torch.save, []
+import pytest
 
-    def save(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and "model" in obj:
-            saves.append(1)
-            if len(saves) == kill_at:
-                f.write(b"PK partial")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        return real_save(obj, f, *args, **kwargs)
-
-    torch.save = save
-    sys.argv = sys.argv[1:]
-    runpy.run_path(sys.argv[0], run_name="__main__")
-""")
-
-
-def tiny_train_opts(shapes: Path, out: Path, name: str = "tiny") -> List[str]:
-    """opts turning the toy R-18 RetinaNet config into a seconds-long CPU run on a tiny shapes
-    dataset (datasets/make_shapes.py --size 64), registered as NAME_train / NAME_val."""
-    return ["DATASETS.COCO_FORMAT",
-            str([[f"{name}_train", f"{shapes}/annotations/train.json", f"{shapes}/train"],
-                 [f"{name}_val", f"{shapes}/annotations/val.json", f"{shapes}/val"]]),
-            "DATASETS.TRAIN", f"('{name}_train',)", "DATASETS.TEST", f"('{name}_val',)",
-            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
-            "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
-            "MODEL.NORMS.BACKBONE.TYPE", "GN", "MODEL.NORMS.FPN.TYPE", "GN",
-            "MODEL.NORMS.RETINANET_HEAD.TYPE", "GN", "MODEL.NORMS.GN.NUM_GROUPS", "8",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
-            "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
-            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)]
-
-
-@dataclasses.dataclass
-class Case:
-    group: str
-    name: str
-    expect: str   # "error", "warning" or "ok"
-    words: object  # expected in the error / warning line: a string, or a tuple of them
-    build: Callable[["Inputs", Path], Tuple[str, List[str]]]  # -> (cli, argv)
-    check: Optional[Callable[[Path], Optional[str]]] = None   # after the run: a problem or None
-    subprocess_only: bool = False
-
-
-@dataclasses.dataclass
-class Outcome:
-    case: Case
-    code: object          # exit status, or the name of an exception that escaped
-    line: str             # the error / warning line (or the last output line)
-    problem: str          # "" when the case ended as expected
-    seconds: float
-
-
-# ------------------------------------------------------------------------------ shared inputs
-
-class Inputs:
-    """Valid inputs the cases start from (a tiny shapes dataset, a checkpoint of the tiny toy
-    model), made once, lazily."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._shapes: Optional[Path] = None
-        self._checkpoint: Optional[Path] = None
-
-    @property
-    def shapes(self) -> Path:
-        if self._shapes is None:
-            out = self.root / "shapes"
-            code, _, err = run_cli("make_shapes", ["--out", str(out), "--train", "4", "--val",
-                                                   "2", "--size", "64", "--quiet"])
-            if code != 0:
-                raise RuntimeError(f"could not make the tiny dataset: {err}")
-            self._shapes = out
-        return self._shapes
-
-    def coco(self) -> dict:
-        return json.loads((self.shapes / "annotations/val.json").read_text())
-
-    def train_opts(self, out: Path) -> List[str]:
-        return tiny_train_opts(self.shapes, out, "bad")
-
-    def train_net(self, out: Path, *extra: str) -> List[str]:
-        return ["--config-file", TOY_CONFIG, *self.train_opts(out), *extra]
-
-    @property
-    def checkpoint(self) -> Path:
-        """The untrained tiny toy model, saved as training saves it (model_0000001.pth)."""
-        if self._checkpoint is None:
-            import gn_det  # noqa: F401
-            from gn_det.engine import Trainer, setup_cfg
-            from gn_det.engine.checkpoint import AtomicCheckpointer
-
-            out = self.root / "checkpoint"
-            cfg = setup_cfg(TOY_CONFIG, self.train_opts(out))
-            os.makedirs(out, exist_ok=True)
-            AtomicCheckpointer(Trainer.build_model(cfg), str(out)).save("model_0000001",
-                                                                       iteration=1)
-            self._checkpoint = out / "model_0000001.pth"
-        return self._checkpoint
-
-
-def write(path: Path, content) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
-    return str(path)
-
+from cli_harness import (CLIS, KILLING_WRAPPER, REPO, TOY_CONFIG, Case, Inputs,
+                         root_logs_to_stderr, run_case, write)
 
 # ------------------------------------------------------------------------------ the cases
 
@@ -539,192 +397,55 @@ def all_cases() -> List[Case]:
             + security_cases() + training_cases())
 
 
-# ------------------------------------------------------------------------------ running
-
-class _CurrentStderr(logging.StreamHandler):
-    """A log handler writing to whatever sys.stderr is when a record comes (captured or not)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
+CASES = all_cases()
+GROUPS = ("datasets", "images", "results", "configs", "weights", "security", "training")
 
 
-def run_cli(cli: str, argv: List[str], in_process: bool = True) -> Tuple[object, str, str]:
-    """Run one CLI as its __main__ does: (exit status or escaped exception name, stdout,
-    stderr)."""
-    kind, target, _ = CLIS[cli]
-    if not in_process:
-        cmd = [sys.executable, *(["-m", target] if kind == "module" else [str(REPO / target)])]
-        env = {k: v for k, v in os.environ.items() if k != "GN_DET_DEBUG"}
-        r = subprocess.run(cmd + argv, capture_output=True, text=True, cwd=REPO, env=env)
-        return r.returncode, r.stdout, r.stderr
-    from gn_det.cli import logger_state_restored
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_argv, code = sys.argv, 0
-    sys.argv = [target, *argv]
-    try:  # as in a fresh process: the CLI's gn_det logger setup is undone afterwards
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-                logger_state_restored("gn_det"):
-            if kind == "module":
-                runpy.run_module(target, run_name="__main__", alter_sys=True)
-            else:
-                runpy.run_path(str(REPO / target), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException as e:  # noqa: BLE001  escaped: the user would see a traceback
-        code = type(e).__name__
-        err.write(f"Traceback (most recent call last): {type(e).__name__}: {e}\n")
-    finally:
-        sys.argv = saved_argv
-    return code, out.getvalue(), err.getvalue()
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """The valid inputs the cases start from, made once for all of them."""
+    return Inputs(tmp_path_factory.mktemp("bad_inputs"))
 
 
-def _has(line: str, words) -> bool:
-    return all(w in line for w in (words if isinstance(words, tuple) else (words,)))
+@pytest.fixture
+def as_a_user_sees_it(monkeypatch):
+    """No --debug tracebacks, and warnings that reach the root logger land in the output."""
+    monkeypatch.delenv("GN_DET_DEBUG", raising=False)
+    with root_logs_to_stderr():
+        yield
 
 
-def judge(case: Case, prog: str, code, out: str, err: str) -> Tuple[str, str]:
-    """(the line shown, the problem or "")."""
-    text = out + err
-    lines = [line for line in err.splitlines() if line.strip()]
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.group}: {c.name}" for c in CASES])
+def test_bad_input_ends_as_expected(case, inputs, tmp_path, as_a_user_sees_it):
+    outcome = run_case(case, inputs, tmp_path, in_process=True)
+    assert not outcome.problem, f"ended {outcome.code}: {outcome.line}"
     if case.expect == "error":
-        errors = [line for line in lines if line.startswith(f"{prog}: error: ")]
-        line = errors[-1] if errors else (lines[-1] if lines else "")
-        if not isinstance(code, int) or code == 0:
-            return line, f"ended with {code}, expected a non-zero exit"
-        if "Traceback (most recent call last)" in text:
-            return line, "a traceback was shown"
-        if len(errors) != 1:
-            return line, f"{len(errors)} '{prog}: error:' lines, expected 1"
-        return line, "" if _has(line, case.words) else f"{case.words!r} not in the error line"
-    if code != 0:
-        return (lines[-1] if lines else ""), f"ended with {code}, expected exit 0"
-    hits = [line for line in text.splitlines() if _has(line, case.words)] if case.words else []
-    if case.expect == "warning":
-        return (hits[0] if hits else ""), "" if hits else f"no warning with {case.words!r}"
-    if case.words and not hits:
-        return "", f"{case.words!r} not in the output"
-    shown = hits or [line for line in out.splitlines() if line.strip()]
-    return (shown[-1] if shown else "OK"), ""
+        assert outcome.code == 2 and ": error: " in outcome.line
+    else:
+        assert outcome.code == 0
 
 
-def run_case(case: Case, inputs: Inputs, tmp: Path, in_process: bool) -> Outcome:
-    start = time.perf_counter()
-    cli, argv = case.build(inputs, tmp)
-    code, out, err = run_cli(cli, argv, in_process and not case.subprocess_only)
-    line, problem = judge(case, CLIS[cli][2], code, out, err)
-    if not problem and case.check is not None:
-        problem = case.check(tmp) or ""
-    return Outcome(case, code, line, problem, time.perf_counter() - start)
+def test_cases_cover_every_group_of_the_issue():
+    groups = {g: [c for c in CASES if c.group == g] for g in GROUPS}
+    assert all(groups.values()), {g: len(c) for g, c in groups.items()}
+    assert {c.group for c in CASES} == set(GROUPS)
+    names = {f"{c.group}: {c.name}" for c in CASES}
+    assert len(names) == len(CASES) > 60  # unique names, so -k can pick each
+    for expected in ("datasets: truncated JSON", "images: 16-bit image", "results: negative score",
+                     "configs: both group modes set", "weights: shape mismatch",
+                     "security: VOC filename with ../ (path traversal)", "training: NaN loss"):
+        assert expected in names
+    # Only the expected-valid inputs end in exit 0: box clean-up, empty results, 8-bit modes,
+    # WS without norm, and --resume after a kill.
+    assert {c.name for c in CASES if c.expect != "error"} >= {
+        "bbox with NaN", "empty list (valid: zeros)", "RGBA image (converted by detectron2)"}
+    through_train_net = [c for c in CASES if c.group in ("configs", "weights")
+                         and c.expect == "error" and "convert_weights" not in c.name]
+    assert len(through_train_net) > 20
 
 
-def ended(o: Outcome) -> str:
-    if isinstance(o.code, str):
-        return f"raised {o.code}"
-    if o.code == 0:
-        return "exit 0 (warning)" if o.case.expect == "warning" else "exit 0"
-    if o.code < 0:
-        return f"killed by signal {-o.code}"
-    return f"exit {o.code}"
-
-
-def format_table(outcomes: List[Outcome], width: Optional[int], tmp_root: str = "") -> str:
-    """A markdown table; the temp folder shows as $TMP, the --debug hint is left out."""
-    rows = ["| # | group | bad input | ended | message | as expected |",
-            "|---|---|---|---|---|---|"]
-    for i, o in enumerate(outcomes, 1):
-        msg = o.line.replace(" (rerun with --debug for the traceback)", "").replace("|", "\\|")
-        msg = msg.replace(tmp_root, "$TMP") if tmp_root else msg
-        if width and len(msg) > width:
-            msg = msg[:width - 3] + "..."
-        verdict = "yes" if not o.problem else f"NO: {o.problem}"
-        rows.append(f"| {i} | {o.case.group} | {o.case.name} | {ended(o)} | {msg} | {verdict} |")
-    return "\n".join(rows)
-
-
-def summary(outcomes: List[Outcome]) -> str:
-    kinds: Dict[str, int] = {}
-    for o in outcomes:
-        kinds[ended(o)] = kinds.get(ended(o), 0) + 1
-    bad = sum(1 for o in outcomes if o.problem)
-    how = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-    return (f"{len(outcomes)} bad inputs tried: {how}; "
-            + ("all ended as expected" if not bad else f"{bad} did NOT end as expected"))
-
-
-def select(cases: List[Case], groups, include_slow: bool, keywords) -> List[Case]:
-    """Cases of `groups` (default: all but the slow ones, unless `include_slow`), or, with
-    `keywords`, those matching any of them."""
-    if keywords:
-        return [c for c in cases if any(k.lower() in f"{c.group}: {c.name}".lower()
-                                        for k in keywords)]
-    return [c for c in cases if (c.group in groups if groups else
-                                 include_slow or c.group not in SLOW_GROUPS)]
-
-
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--group", nargs="+", choices=GROUPS, help="only these groups")
-    ap.add_argument("--all", action="store_true", help="include the slow training faults")
-    ap.add_argument("-k", dest="keywords", action="append",
-                    help="only cases whose 'group: name' contains this (repeatable: any)")
-    ap.add_argument("--subprocess", action="store_true",
-                    help="run each CLI as a real process (slower: imports each time)")
-    ap.add_argument("--full", action="store_true", help="do not shorten messages in the table")
-    ap.add_argument("--json", help="also write the outcomes to this file")
-    ap.add_argument("--list", action="store_true", help="list the cases and exit")
-    return ap.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    cases = select(all_cases(), args.group, args.all, args.keywords)
-    if args.list:
-        print("\n".join(f"{c.group}: {c.name} (expect {c.expect})" for c in cases))
-        return 0
-    if not cases:
-        print("check_bad_inputs: error: no case matches", file=sys.stderr)
-        return 2
-    handler = _CurrentStderr()  # warnings that reach the root logger land in the captured output
-    logging.getLogger().addHandler(handler)
-    saved_env = os.environ.pop("GN_DET_DEBUG", None)
-    outcomes: List[Outcome] = []
-    start = time.perf_counter()
-    tmp_root = ""
-    try:
-        with tempfile.TemporaryDirectory(prefix="gn_det_bad_inputs_") as tmp_root:
-            inputs = Inputs(Path(tmp_root))
-            for i, case in enumerate(cases):
-                tmp = Path(tmp_root) / f"case{i:03d}"
-                tmp.mkdir()
-                outcome = run_case(case, inputs, tmp, not args.subprocess)
-                outcomes.append(outcome)
-                elapsed = time.perf_counter() - start
-                eta = elapsed / (i + 1) * (len(cases) - i - 1)
-                print(f"[{i + 1}/{len(cases)} {elapsed:.0f}s, ETA {eta:.0f}s] {case.group}: "
-                      f"{case.name}: {ended(outcome)}"
-                      + (f"  <-- {outcome.problem}" if outcome.problem else ""),
-                      file=sys.stderr, flush=True)
-    finally:
-        logging.getLogger().removeHandler(handler)
-        if saved_env is not None:
-            os.environ["GN_DET_DEBUG"] = saved_env
-    print(format_table(outcomes, None if args.full else 140, tmp_root))
-    print()
-    print(summary(outcomes))
-    if args.json:
-        Path(args.json).write_text(json.dumps(
-            [{"group": o.case.group, "case": o.case.name, "expect": o.case.expect,
-              "ended": ended(o), "message": o.line.replace(tmp_root, "$TMP"), "problem": o.problem,
-              "seconds": round(o.seconds, 2)} for o in outcomes], indent=2))
-    return 1 if any(o.problem for o in outcomes) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def test_a_real_subprocess_case(inputs, tmp_path):
+    (case,) = [c for c in CASES if c.name == "duplicate image id"]
+    outcome = run_case(case, inputs, tmp_path, in_process=False)
+    assert outcome.code == 2 and "duplicates images[0].id" in outcome.line
+    assert outcome.problem == ""

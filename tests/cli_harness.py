@@ -23,6 +23,7 @@ CLIS = {
     "data": ("module", "gn_det.data", "python -m gn_det.data"),
     "evaluate": ("path", "tools/evaluate.py", "evaluate.py"),
     "train_net": ("path", "tools/train_net.py", "train_net"),
+    "lazy_train_net": ("path", "tools/lazy_train_net.py", "lazy_train_net"),
     "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
     "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
     "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),

@@ -197,8 +197,36 @@ def no_file(name):
     return check
 
 
+LAZY_TOY = str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")
+
+
+def lazy_case(name, overrides=(), words="", source=None):
+    """tools/lazy_train_net.py --eval-only on the toy LazyConfig preset (or a config file with
+    `source` as its text), with the tiny dataset registered from the config and `overrides`."""
+    def build(inputs, tmp):
+        config = LAZY_TOY if source is None else write(tmp / "config.py", source)
+        entries = [[f"bad_{s}", f"{inputs.shapes}/annotations/{s}.json", f"{inputs.shapes}/{s}"]
+                   for s in ("train", "val")]
+        return "lazy_train_net", ["--eval-only", "--config-file", config,
+                                  f"datasets.coco_format={entries}",
+                                  "dataloader.train.dataset.names=[bad_train]",
+                                  "dataloader.test.dataset.names=bad_val",
+                                  f"train.output_dir={tmp / 'out'}", *overrides]
+    return Case("configs", f"LazyConfig: {name}", "error", words, build)
+
+
 def config_cases() -> List[Case]:
     return [
+        lazy_case("override of an unknown key", ["model.backbone.bottom_up.nrom=GN"],
+                  ("model.backbone.bottom_up.nrom is not a key of the config", "norm, ")),
+        lazy_case("unknown norm type", ["model.head.norm=GroupNorm"],
+                  "model.head.norm: unknown norm type 'GroupNorm'"),
+        lazy_case("a number replaced by text", ["train.max_iter=many"],
+                  "train.max_iter is a number (400); expected a number"),
+        lazy_case("Python syntax error", words="Python syntax error at line",
+                  source="model = dict(\n"),
+        lazy_case("dataset not registered", ["dataloader.test.dataset.names=nope"],
+                  "dataloader.test.dataset.names[0]: dataset 'nope' is not registered"),
         config_case("unknown norm type", ["MODEL.NORMS.FPN.TYPE", "GroupNorm"],
                     words="MODEL.NORMS.FPN.TYPE: unknown norm type 'GroupNorm'"),
         config_case("both group modes set", ["MODEL.NORMS.GN.CHANNELS_PER_GROUP", "16"],

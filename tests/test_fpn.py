@@ -9,7 +9,7 @@ from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.fpn import (build_resnet_fpn_backbone,
                                               build_retinanet_resnet_fpn_backbone)
 from gn_det.config import add_gn_det_config
-from gn_det.layers import ConvNormSpec, WSConv2d
+from gn_det.layers import WSConv2d
 from gn_det.modeling.fpn import make_fpn
 from gn_det.modeling.resnet import make_resnet
 
@@ -113,7 +113,7 @@ def test_ws_adds_no_parameters():
 
 def test_make_fpn_from_code_leaves_bottom_up_alone():
     bottom_up = make_resnet(depth=18, res2_out_channels=64, out_features=["res4", "res5"])
-    fpn = make_fpn(bottom_up, ["res4", "res5"], 64, spec=ConvNormSpec.of("GN", ws=True))
+    fpn = make_fpn(bottom_up, ["res4", "res5"], 64, norm="GN", ws=True)
     assert all(type(m) is Conv2d for m in bottom_up.modules() if isinstance(m, nn.Conv2d))
     assert all(isinstance(c, WSConv2d) for c in fpn_convs(fpn))
     assert {k: tuple(v.shape) for k, v in fpn(torch.randn(1, 3, 64, 64)).items()} == {

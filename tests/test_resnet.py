@@ -8,7 +8,7 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from gn_det.config import add_gn_det_config
-from gn_det.layers import ConvNormSpec, WSConv2d
+from gn_det.layers import WSConv2d
 from gn_det.modeling.resnet import make_resnet
 
 STAGES = ["res2", "res3", "res4", "res5"]
@@ -138,7 +138,7 @@ def test_forward_backward_reaches_every_trainable_parameter(freeze_at):
 
 
 def test_plain_arguments_without_cfg():
-    model = make_resnet(depth=18, res2_out_channels=64, spec=ConvNormSpec.of("GN", ws=True),
+    model = make_resnet(depth=18, res2_out_channels=64, norm="GN", ws=True,
                         out_features=["res3"])
     assert not hasattr(model, "res4")  # stages after the last output are not built
     assert isinstance(model.res3[1].conv2, WSConv2d)

@@ -123,40 +123,55 @@ def _write_cleaned(data: dict, raw: bytes, name: str, cache_dir: str) -> str:
     return path
 
 
-def _cfg_entries(cfg) -> List[Tuple[str, str, str]]:
-    """DATASETS.COCO_FORMAT as (name, json_file, image_root) triples; errors name the entry."""
-    entries = cfg.DATASETS.COCO_FORMAT
-    if not isinstance(entries, (list, tuple)):
-        raise DatasetError(f"DATASETS.COCO_FORMAT is {entries!r}; expected a list of "
+def _entries(entries, key: str) -> List[Tuple[str, str, str]]:
+    """A COCO_FORMAT list as (name, json_file, image_root) triples; errors name `key[i]`."""
+    if not isinstance(entries, (list, tuple)) and not _is_sequence_node(entries):
+        raise DatasetError(f"{key} is {entries!r}; expected a list of "
                            "[name, annotation_json, image_root] lists")
     out, seen = [], {}
     for i, entry in enumerate(entries):
+        entry = list(entry) if _is_sequence_node(entry) else entry
         if (not isinstance(entry, (list, tuple)) or len(entry) != 3
                 or not all(isinstance(v, str) and v for v in entry)):
-            raise DatasetError(f"DATASETS.COCO_FORMAT[{i}] is {entry!r}; expected "
+            raise DatasetError(f"{key}[{i}] is {entry!r}; expected "
                                "[name, annotation_json, image_root] (three non-empty strings)")
         name, json_file, image_root = entry
         if name in seen and seen[name] != (json_file, image_root):
-            raise DatasetError(f"DATASETS.COCO_FORMAT[{i}]: name {name!r} is already used by "
+            raise DatasetError(f"{key}[{i}]: name {name!r} is already used by "
                                "another entry with other files; expected unique names")
         seen[name] = (json_file, image_root)
         out.append((name, json_file, image_root))
     return out
 
 
-def register_datasets_from_cfg(cfg) -> List[str]:
-    """Validate and register every DATASETS.COCO_FORMAT entry, then check that each name in
-    DATASETS.TRAIN / DATASETS.TEST is registered. Returns the names from COCO_FORMAT."""
-    cache_dir = cfg.DATASETS.CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "dataset_cache")
+def _is_sequence_node(value) -> bool:
+    """An omegaconf ListConfig (LazyConfig's lists), without importing omegaconf eagerly."""
+    return type(value).__name__ == "ListConfig"
+
+
+def register_datasets(entries, cache_dir: str, check_images: bool = True,
+                      used: Optional[Dict[str, List[str]]] = None,
+                      key: str = "DATASETS.COCO_FORMAT") -> List[str]:
+    """Validate and register every [name, annotation_json, image_root] of `entries` (named
+    `key` in errors), then check that each dataset name in `used` ({"DATASETS.TRAIN": [...]})
+    is registered. Returns the registered names."""
     names = []
-    for name, json_file, image_root in _cfg_entries(cfg):
-        register_coco_dataset(name, json_file, image_root, cache_dir,
-                              check_images=bool(cfg.DATASETS.CHECK_IMAGES))
+    for name, json_file, image_root in _entries(entries, key):
+        register_coco_dataset(name, json_file, image_root, cache_dir, check_images=check_images)
         names.append(name)
-    for key in ("TRAIN", "TEST"):
-        for i, name in enumerate(cfg.DATASETS[key]):
-            _check_used_dataset(f"DATASETS.{key}[{i}]", name, names)
+    for where, used_names in (used or {}).items():
+        for i, name in enumerate(used_names):
+            _check_used_dataset(f"{where}[{i}]", name, names)
     return names
+
+
+def register_datasets_from_cfg(cfg) -> List[str]:
+    """Validate and register every DATASETS.COCO_FORMAT entry of a YAML config, then check that
+    each name in DATASETS.TRAIN / DATASETS.TEST is registered. Returns the names from
+    COCO_FORMAT."""
+    cache_dir = cfg.DATASETS.CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "dataset_cache")
+    return register_datasets(cfg.DATASETS.COCO_FORMAT, cache_dir, bool(cfg.DATASETS.CHECK_IMAGES),
+                             {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
 
 
 def _check_used_dataset(where: str, name: str, from_cfg: List[str]):

@@ -92,17 +92,7 @@ class Trainer(DefaultTrainer):
             group["lr"] = lr
 
     def after_train(self):
-        """detectron2's, except that a run that failed (e.g. a NaN loss) is not evaluated: the
-        evaluation hooks take `iter + 1 >= max_iter` as success, which a failure in the last
-        iteration also meets; a finished loop leaves iter == max_iter."""
-        if self.iter >= self.max_iter:
-            return super().after_train()
-        skip = tuple(getattr(hooks, name) for name in ("EvalHook", "BestCheckpointer")
-                     if hasattr(hooks, name))
-        self.storage.iter = self.iter
-        for h in self._hooks:
-            if not isinstance(h, skip):
-                h.after_train()
+        return after_train_unless_failed(self, super().after_train)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -115,10 +105,26 @@ class Trainer(DefaultTrainer):
         return build_pr_evaluator(cfg, dataset_name, output_folder)
 
 
+def after_train_unless_failed(trainer, default_after_train):
+    """A trainer's after_train (`default_after_train`), except that a run that failed (e.g. a NaN
+    loss) is not evaluated: the evaluation hooks take `iter + 1 >= max_iter` as success, which a
+    failure in the last iteration also meets; a finished loop leaves iter == max_iter."""
+    if trainer.iter >= trainer.max_iter:
+        return default_after_train()
+    skip = tuple(getattr(hooks, name) for name in ("EvalHook", "BestCheckpointer")
+                 if hasattr(hooks, name))
+    trainer.storage.iter = trainer.iter
+    for h in trainer._hooks:
+        if not isinstance(h, skip):
+            h.after_train()
+
+
 def default_setup(cfg, args):
     """detectron2's default_setup (its loggers, config.yaml, seed), plus the `gn_det` logger to
-    the console and OUTPUT_DIR/log.txt: without it the evaluator's P/R table and gn_det's warnings
-    (e.g. dropped boxes) would reach no handler."""
+    the console and the output folder's log.txt: without it the evaluator's P/R table and
+    gn_det's warnings (e.g. dropped boxes) would reach no handler. `cfg`: a YAML config
+    (OUTPUT_DIR) or a LazyConfig (train.output_dir)."""
     d2_default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gn_det",
+    output_dir = cfg.OUTPUT_DIR if hasattr(cfg, "OUTPUT_DIR") else cfg.train.output_dir
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="gn_det",
                  abbrev_name="gn_det")

@@ -23,10 +23,12 @@ from .resnet import make_resnet
 
 
 def make_fpn(bottom_up: Backbone, in_features: Sequence[str], out_channels: int = 256, *,
-             spec: ConvNormSpec = ConvNormSpec(), top_block: Optional[nn.Module] = None,
-             fuse_type: str = "sum", name: str = "fpn") -> FPN:
-    """detectron2's FPN over `bottom_up` with its lateral and output convs normalized per `spec`
-    (the bottom-up network and `top_block` are left as they are). `name` names the FPN in errors."""
+             norm="", ws=False, top_block: Optional[nn.Module] = None, fuse_type: str = "sum",
+             name: str = "fpn") -> FPN:
+    """detectron2's FPN over `bottom_up` with its lateral and output convs normalized by `norm`
+    (anything NormSpec.of takes) and weight-standardized per `ws` (the bottom-up network and
+    `top_block` are left as they are). `name` names the FPN in errors."""
+    spec = ConvNormSpec.of(norm, ws)
     available = bottom_up.output_shape()
     missing = [f for f in in_features if f not in available]
     if not in_features or missing:
@@ -50,8 +52,9 @@ def _fpn_convs_to_ws(fpn: FPN, ws: WSSpec):
 
 def _fpn_args(cfg):
     f = cfg.MODEL.FPN
-    return dict(in_features=f.IN_FEATURES, out_channels=f.OUT_CHANNELS,
-                spec=component_spec(cfg, "FPN"), fuse_type=f.FUSE_TYPE)
+    spec = component_spec(cfg, "FPN")
+    return dict(in_features=f.IN_FEATURES, out_channels=f.OUT_CHANNELS, norm=spec.norm,
+                ws=spec.ws, fuse_type=f.FUSE_TYPE)
 
 
 @BACKBONE_REGISTRY.register()

@@ -26,7 +26,8 @@ RESNET_FEATURES = ("stem",) + STAGE_NAMES
 def _resnet_from_config(cfg, input_shape: Optional[ShapeSpec] = None):
     r = cfg.MODEL.RESNETS
     channels = input_shape.channels if input_shape is not None else len(cfg.MODEL.PIXEL_MEAN)
-    return dict(depth=r.DEPTH, spec=component_spec(cfg, "BACKBONE"), in_channels=channels,
+    spec = component_spec(cfg, "BACKBONE")
+    return dict(depth=r.DEPTH, norm=spec.norm, ws=spec.ws, in_channels=channels,
                 stem_out_channels=r.STEM_OUT_CHANNELS, res2_out_channels=r.RES2_OUT_CHANNELS,
                 num_groups=r.NUM_GROUPS, width_per_group=r.WIDTH_PER_GROUP,
                 stride_in_1x1=r.STRIDE_IN_1X1, res5_dilation=r.RES5_DILATION,
@@ -36,15 +37,18 @@ def _resnet_from_config(cfg, input_shape: Optional[ShapeSpec] = None):
 
 
 @configurable(from_config=_resnet_from_config)
-def make_resnet(*, depth: int = 50, spec: ConvNormSpec = ConvNormSpec(), in_channels: int = 3,
+def make_resnet(*, depth: int = 50, norm="", ws=False, in_channels: int = 3,
                 stem_out_channels: int = 64, res2_out_channels: int = 256, num_groups: int = 1,
                 width_per_group: int = 64, stride_in_1x1: bool = True, res5_dilation: int = 1,
                 deform_on_per_stage: Sequence[bool] = (False,) * 4, deform_modulated: bool = False,
                 deform_num_groups: int = 1, out_features: Sequence[str] = STAGE_NAMES,
                 freeze_at: int = 0, name: str = "backbone") -> ResNet:
-    """A detectron2 `ResNet` whose stem, blocks and shortcut convs use `spec` (norm + WS).
-    Call with plain arguments, or as `make_resnet(cfg, input_shape)`. `name` prefixes the layer
-    names in error messages. Only the stages up to the last of `out_features` are built."""
+    """A detectron2 `ResNet` whose stem, blocks and shortcut convs use `norm` (anything
+    NormSpec.of takes: "GN", a NormSpec, a dict; "" for none) and `ws` (bool or WSSpec). Call
+    with plain arguments (LazyConfig: `L(make_resnet)(depth=50, norm="GN", ws=True)`), or as
+    `make_resnet(cfg, input_shape)`. `name` prefixes the layer names in error messages. Only the
+    stages up to the last of `out_features` are built."""
+    spec = ConvNormSpec.of(norm, ws)
     _check_resnet_args(depth, res2_out_channels, num_groups, res5_dilation, deform_on_per_stage,
                        out_features, spec)
     stem = BasicStem(in_channels, stem_out_channels, norm=norm_arg(spec.norm, f"{name}.stem"))

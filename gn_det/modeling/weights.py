@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..engine.safe_load import CheckpointError, torch_load
-from ..layers import ConvNormSpec, NormSpec
+from ..layers import NormSpec
 from .resnet import BLOCKS_PER_STAGE, STAGE_NAMES, make_resnet
 
 AUTHOR = "gn_det convert_weights (torchvision naming)"
@@ -156,7 +156,7 @@ def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
     """(missing, unexpected, mismatched) of `weights` against the ResNet `arch` describes, built
     by gn_det's own builder (the norm's group count does not change names or shapes)."""
     norm = NormSpec("GN", num_groups=1) if arch.norm == "GN" else NormSpec(arch.norm)
-    model = make_resnet(depth=arch.depth, spec=ConvNormSpec(norm), in_channels=arch.in_channels,
+    model = make_resnet(depth=arch.depth, norm=norm, in_channels=arch.in_channels,
                         stem_out_channels=arch.stem_out_channels,
                         res2_out_channels=arch.res2_out_channels, num_groups=arch.num_groups,
                         width_per_group=arch.width_per_group)

@@ -1,0 +1,174 @@
+"""LazyConfig (Python) configs for gn_det: load one with its `key=value` overrides checked, the
+device resolved, gn_det components' norms validated and its COCO-format datasets registered;
+each problem is one line naming the file or the key.
+
+A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `model`, `dataloader`,
+`optimizer`, `lr_multiplier`, `train`) plus `datasets`, gn_det's DATASETS keys:
+
+    datasets = dict(coco_format=[["mine_train", "ann/train.json", "img/train"], ...],
+                    cache_dir="", check_images=True)
+
+`train` also takes `accumulate_steps` (SOLVER.ACCUMULATE_STEPS) and `skip_mismatched_weights`
+(MODEL.SKIP_MISMATCHED_WEIGHTS); `dataloader.evaluator` is gn_det's PREvaluator.
+"""
+import inspect
+import logging
+import os
+from typing import Dict, List, Sequence
+
+import torch
+
+from detectron2.config import LazyConfig
+
+from .data import register_datasets
+from .layers import ConvNormSpec
+
+logger = logging.getLogger(__name__)
+
+_MISSING = object()
+# LazyConfig keys gn_det adds to detectron2's common/train.py, with their defaults.
+TRAIN_DEFAULTS = {"accumulate_steps": 1, "skip_mismatched_weights": False}
+DATASETS_DEFAULTS = {"coco_format": [], "cache_dir": "", "check_images": True}
+
+
+def load_lazy_cfg(config_file: str, overrides: Sequence[str] = ()):
+    """The LazyConfig in `config_file` (a .py or .yaml LazyConfig file) with `overrides` applied
+    (each key must exist; `+key=value` adds one), gn_det's `train` / `datasets` defaults filled
+    in, `train.device` cpu when CUDA is absent, and every gn_det component's norm / ws checked."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist")
+    try:
+        cfg = LazyConfig.load(config_file)
+    except SyntaxError as e:  # detectron2 re-raises the parser's error without its position
+        e = e.__cause__ if isinstance(e.__cause__, SyntaxError) else e
+        raise ValueError(f"config file {config_file!r}: Python syntax error at line {e.lineno}: "
+                         f"{e.msg}") from None
+    except Exception as e:  # noqa: BLE001  whatever the config file's own code raises
+        raise ValueError(f"config file {config_file!r}: cannot be loaded "
+                         f"({_brief(e)})") from None
+    for key, defaults in (("train", TRAIN_DEFAULTS), ("datasets", DATASETS_DEFAULTS)):
+        if key not in cfg:
+            cfg[key] = {}
+        for name, value in defaults.items():
+            if name not in cfg[key]:
+                cfg[key][name] = value
+    apply_overrides(cfg, overrides)
+    device = str(cfg.train.get("device", "cuda"))
+    if device != "cpu" and not torch.cuda.is_available():
+        logger.info("CUDA is not available: train.device=%s -> cpu", device)
+        cfg.train.device = "cpu"
+    check_norms(cfg)
+    return cfg
+
+
+def _brief(exc: BaseException) -> str:
+    from .cli import one_line
+
+    return one_line(exc, brief=True)
+
+
+def apply_overrides(cfg, overrides: Sequence[str]):
+    """detectron2's LazyConfig.apply_overrides, after checking that each key exists (hydra's
+    `+key=value` adds a key) and that a number or bool is not replaced by another type."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as e:  # noqa: BLE001  hydra's OverrideParseException and friends
+        raise ValueError(f"overrides: cannot parse {' '.join(overrides)!r} ({_brief(e)}); "
+                         f"expected key=value pairs, e.g. train.max_iter=100") from None
+    for raw, o in zip(overrides, parsed):
+        key = o.key_or_group
+        if o.is_add():
+            continue
+        old = OmegaConf.select(cfg, key, default=_MISSING)
+        if old is not _MISSING:
+            _check_type(raw, key, old, o.value())
+            continue
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        keys = set(node.keys()) if OmegaConf.is_dict(node) else set()
+        params = _target_parameters(node) if OmegaConf.is_dict(node) else set()
+        if name in params:  # an argument of the lazy call that the config leaves at its default
+            continue
+        where = f"under {parent}" if parent else "at the top level"
+        raise KeyError(f"override {raw!r}: {key} is not a key of the config; keys {where}: "
+                       f"{', '.join(sorted(map(str, keys | params))) or 'none'} "
+                       f"(+{key}=... adds a new key)")
+    return LazyConfig.apply_overrides(cfg, list(overrides))
+
+
+def _target_parameters(node) -> set:
+    """The keyword arguments the lazy call `node` (its `_target_`) takes."""
+    target = node.get("_target_", None)
+    if isinstance(target, str):
+        from detectron2.utils.registry import locate
+
+        target = locate(target)
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return set()
+    return {n for n, p in signature.parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+
+
+def _check_type(raw: str, key: str, old, new):
+    numbers = (int, float)
+    if isinstance(old, bool) and not isinstance(new, bool):
+        raise ValueError(f"override {raw!r}: {key} is a bool ({old}); expected true or false")
+    if isinstance(old, numbers) and not isinstance(old, bool) and (
+            isinstance(new, bool) or not isinstance(new, numbers)):
+        raise ValueError(f"override {raw!r}: {key} is a number ({old}); expected a number")
+
+
+def _gn_det_nodes(node, path: str = ""):
+    """(path, node) of every lazy call to a gn_det component in the config tree."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_dict(node):
+        target = node.get("_target_", None)
+        name = target if isinstance(target, str) else getattr(target, "__module__", "")
+        if name.startswith("gn_det."):
+            yield path, node
+        for key in node.keys():
+            yield from _gn_det_nodes(node[key], f"{path}.{key}" if path else str(key))
+    elif OmegaConf.is_list(node):
+        for i, item in enumerate(node):
+            yield from _gn_det_nodes(item, f"{path}[{i}]")
+
+
+def check_norms(cfg):
+    """Every gn_det component's `norm` and `ws` resolve (gn_det.layers.ConvNormSpec), or a
+    one-line error names the key, e.g. `model.backbone.bottom_up.norm`."""
+    for path, node in _gn_det_nodes(cfg):
+        if "norm" not in node and "ws" not in node:
+            continue
+        norm = node.get("norm", "")
+        if callable(norm):  # a module factory, as detectron2's own LazyConfigs pass norms
+            continue
+        try:
+            ConvNormSpec.of(norm, node.get("ws", False))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}.norm: {e}") from None
+
+
+def used_dataset_names(cfg) -> Dict[str, List[str]]:
+    """The dataset names the train and test loaders read, by config key."""
+    used = {}
+    for split in ("train", "test"):
+        names = cfg.dataloader.get(split, {}).get("dataset", {}).get("names", None)
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            used[f"dataloader.{split}.dataset.names"] = names
+    return used
+
+
+def register_lazy_datasets(cfg) -> List[str]:
+    """Register `cfg.datasets.coco_format` (validated, as DATASETS.COCO_FORMAT is) and check that
+    the loaders' dataset names are registered."""
+    d = cfg.datasets
+    cache_dir = d.cache_dir or os.path.join(cfg.train.output_dir, "dataset_cache")
+    return register_datasets(d.coco_format, cache_dir, bool(d.check_images),
+                             used_dataset_names(cfg), key="datasets.coco_format")

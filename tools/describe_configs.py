@@ -1,85 +1,29 @@
 #!/usr/bin/env python
 """Build every config under configs/ (or the ones named) on CPU and print what it holds: the
-meta-architecture, the norm + WS of each component it uses, and its parameter counts.
+meta-architecture, the norm + WS of each component it uses, and its parameter counts; YAML and
+LazyConfig presets alike (gn_det.model_zoo.describe).
 
     python tools/describe_configs.py                       # all presets, a Markdown table
     python tools/describe_configs.py configs/RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml
 
-Models are built with MODEL.WEIGHTS "" (random init), so nothing is downloaded. SyncBN presets
-build under a one-process gloo group. A bad config ends in one `describe_configs: error:` line
-naming the file and key, exit status 2 (--debug shows the traceback).
+Models are built with random weights (MODEL.WEIGHTS "" / train.init_checkpoint ""), so nothing
+is downloaded. SyncBN presets build under a one-process gloo group. A bad config ends in one
+`describe_configs: error:` line naming the file and key, exit status 2 (--debug shows the
+traceback).
 """
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 import gn_det  # noqa: F401  (compat shims before detectron2)
-import torch.distributed as dist
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-
 from gn_det.cli import run_cli
-from gn_det.config import add_gn_det_config, component_spec, merge_config_file
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-HEADER = "| config | meta-architecture | norms (+WS) per component | parameters | trainable |"
-
-
-def preset_configs(root: Path = CONFIGS):
-    """Every runnable config under `root`: the Base-*.yaml files are only inherited."""
-    return sorted(p for p in root.rglob("*.yaml") if not p.name.startswith("Base-"))
-
-
-def components(cfg):
-    """The gn_det components the config's model is built from."""
-    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
-        return ["BACKBONE", "FPN", "RETINANET_HEAD"]
-    return ["BACKBONE", "FPN", "BOX_HEAD"] + (["MASK_HEAD"] if cfg.MODEL.MASK_ON else [])
-
-
-@contextlib.contextmanager
-def process_group_if_needed(cfg):
-    """SyncBN layers need a process group when built; a one-process gloo group is enough."""
-    needed = "SyncBN" in {component_spec(cfg, c).norm.type for c in components(cfg)}
-    if needed and not dist.is_initialized():
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-        try:
-            yield
-        finally:
-            dist.destroy_process_group()
-    else:
-        yield
-
-
-def describe(path, opts=()) -> dict:
-    """Build the model of one config file on CPU; its architecture, norms and parameter counts."""
-    cfg = add_gn_det_config(get_cfg())
-    merge_config_file(cfg, str(path))
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts])
-    with process_group_if_needed(cfg):
-        model = build_model(cfg)
-    params = list(model.parameters())
-    return {
-        "config": str(path),
-        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "norms": " ".join(f"{c}={component_spec(cfg, c).describe()}" for c in components(cfg)),
-        "parameters": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-    }
-
-
-def table_row(row: dict, root: Path = CONFIGS) -> str:
-    path = Path(row["config"]).resolve()
-    name = path.relative_to(root) if path.is_relative_to(root) else row["config"]
-    return (f"| {name} | {row['meta_architecture']} | {row['norms']} | "
-            f"{row['parameters'] / 1e6:.2f} M | {row['trainable'] / 1e6:.2f} M |")
+from gn_det.model_zoo.describe import HEADER, describe, preset_configs, table_row
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", help="config files (default: every preset under "
-                        "configs/, Base-*.yaml excluded)")
+                        "configs/, Base-*.yaml and lazy/common/ excluded)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.configs] or preset_configs()

@@ -1,4 +1,5 @@
-"""tools/describe_configs.py: every preset's norms and parameter counts, from the built model."""
+"""gn_det.model_zoo.describe and tools/describe_configs.py: every preset's norms and parameter
+counts (YAML and LazyConfig), from the built model."""
 import subprocess
 import sys
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
+from gn_det.model_zoo import describe as describe_configs
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import describe_configs  # noqa: E402
 
 RETINA = ROOT / "configs/RetinaNet"
 
@@ -17,7 +18,8 @@ def test_presets_are_every_runnable_config():
     names = {p.relative_to(ROOT / "configs").as_posix() for p in describe_configs.preset_configs()}
     assert "RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml" in names
     assert "toy/retinanet_R_18_FPN_gnws_shapes.yaml" in names
-    assert not any(Path(n).name.startswith("Base-") for n in names)
+    assert "lazy/toy/retinanet_R_18_FPN_gnws_shapes.py" in names
+    assert not any(Path(n).name.startswith("Base-") or "common" in n for n in names)
 
 
 def test_ws_adds_no_parameters_and_freezing_counts_as_not_trainable():
@@ -48,10 +50,22 @@ def test_mask_rcnn_lists_its_mask_head():
     assert line.startswith("| RCNN/mask_rcnn_R_50_FPN_1x_gnws.yaml | GeneralizedRCNN |")
 
 
-def test_cli_prints_a_markdown_table(capsys):
+def test_lazy_preset_is_described_as_its_yaml_twin():
+    lazy = describe_configs.describe(ROOT / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")
+    yaml = describe_configs.describe(ROOT / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml")
+    assert lazy["norms"] == yaml["norms"] == "BACKBONE=GN+WS FPN=GN+WS RETINANET_HEAD=GN+WS"
+    assert (lazy["parameters"], lazy["trainable"]) == (yaml["parameters"], yaml["trainable"])
+    mask = describe_configs.describe(ROOT / "configs/lazy/mask_rcnn_R_50_FPN_1x_gn.py")
+    assert mask["norms"].split() == ["BACKBONE=GN", "FPN=GN", "BOX_HEAD=GN", "MASK_HEAD=GN"]
+    assert mask["meta_architecture"] == "GeneralizedRCNN"
+
+
+def test_cli_prints_a_markdown_table():
     demo = ROOT / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml"
-    assert describe_configs.main([str(demo)]) == 0
-    out = capsys.readouterr().out.splitlines()
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/describe_configs.py"), str(demo)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.splitlines()
     assert out[0] == describe_configs.HEADER
     assert out[2].startswith("| toy/retinanet_R_18_FPN_gnws_shapes.yaml | GNRetinaNet | "
                              "BACKBONE=GN+WS")

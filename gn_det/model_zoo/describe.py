@@ -1,0 +1,97 @@
+"""What each shipped config builds: its meta-architecture, the norm (+ WS) of every component and
+its parameter counts, read from the model built on CPU with random weights (nothing downloaded).
+YAML presets and LazyConfig presets alike; `tools/describe_configs.py` prints the table in
+docs/CONFIGS.md."""
+import contextlib
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch.distributed as dist
+
+from ..config import component_spec, load_cfg
+from ..layers import ConvNormSpec
+from . import config_dir
+
+HEADER = "| config | meta-architecture | norms (+WS) per component | parameters | trainable |"
+# Where each component sits in a LazyConfig model, by gn_det's component names (MODEL.NORMS).
+LAZY_COMPONENTS = {"BACKBONE": "backbone.bottom_up", "FPN": "backbone", "RETINANET_HEAD": "head",
+                   "BOX_HEAD": "roi_heads.box_head", "MASK_HEAD": "roi_heads.mask_head"}
+
+
+def preset_configs(root: Path = None) -> List[Path]:
+    """Every runnable config under `root` (default: the shipped configs): YAML presets (the
+    Base-*.yaml files are only inherited) and LazyConfig presets (lazy/**.py but lazy/common/)."""
+    root = Path(root or config_dir())
+    yaml = [p for p in root.rglob("*.yaml") if not p.name.startswith("Base-")]
+    lazy = [p for p in (root / "lazy").rglob("*.py") if "common" not in p.relative_to(root).parts]
+    return sorted(yaml + lazy)
+
+
+def components(cfg) -> List[str]:
+    """The gn_det components a YAML config's model is built from."""
+    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
+        return ["BACKBONE", "FPN", "RETINANET_HEAD"]
+    return ["BACKBONE", "FPN", "BOX_HEAD"] + (["MASK_HEAD"] if cfg.MODEL.MASK_ON else [])
+
+
+@contextlib.contextmanager
+def process_group_if(needed: bool):
+    """SyncBN layers need a process group when built; a one-process gloo group is enough."""
+    if needed and not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+    else:
+        yield
+
+
+def _counts(model) -> Dict[str, int]:
+    params = list(model.parameters())
+    return {"parameters": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def describe_yaml(path, opts: Sequence = ()) -> dict:
+    from detectron2.modeling import build_model
+
+    cfg = load_cfg(str(path), ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts],
+                   resolve_device=False)
+    specs = {c: component_spec(cfg, c) for c in components(cfg)}
+    with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
+        model = build_model(cfg)
+    return {"config": str(path), "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+            "norms": " ".join(f"{c}={s.describe()}" for c, s in specs.items()), **_counts(model)}
+
+
+def describe_lazy(path, overrides: Sequence[str] = ()) -> dict:
+    from detectron2.config import instantiate
+    from omegaconf import OmegaConf
+
+    from ..lazy_config import load_lazy_cfg
+
+    cfg = load_lazy_cfg(str(path), ["train.init_checkpoint=''", *overrides])
+    specs = {}
+    for component, where in LAZY_COMPONENTS.items():
+        node = OmegaConf.select(cfg.model, where, default=None)
+        if node is not None and "norm" in node:
+            specs[component] = ConvNormSpec.of(node.norm, node.get("ws", False))
+    with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
+        model = instantiate(cfg.model)
+    return {"config": str(path), "meta_architecture": type(model).__name__,
+            "norms": " ".join(f"{c}={s.describe()}" for c, s in specs.items()), **_counts(model)}
+
+
+def describe(path, opts: Sequence = ()) -> dict:
+    """Build the model of one config file (YAML, or a LazyConfig .py) on CPU; its
+    architecture, norms and parameter counts. `opts`: YAML opts or LazyConfig overrides."""
+    return (describe_lazy if str(path).endswith(".py") else describe_yaml)(path, opts)
+
+
+def table_row(row: dict, root: Path = None) -> str:
+    root = Path(root or config_dir()).resolve()
+    path = Path(row["config"]).resolve()
+    name = path.relative_to(root) if path.is_relative_to(root) else row["config"]
+    return (f"| {name} | {row['meta_architecture']} | {row['norms']} | "
+            f"{row['parameters'] / 1e6:.2f} M | {row['trainable'] / 1e6:.2f} M |")

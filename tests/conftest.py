@@ -24,6 +24,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+def assert_same_network(ours, theirs, size=64):
+    """Same parameter values (in state-dict order), same requires_grad, and bit-equal outputs on
+    one random image: `ours` is `theirs`, built another way."""
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert ([p.requires_grad for p in ours.parameters()]
+            == [p.requires_grad for p in theirs.parameters()])
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        expected = theirs(x)
+        for name, feature in ours(x).items():
+            assert torch.equal(feature, expected[name]), name
+
+
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 TOY_CONFIG = str(REPO / "configs/toy/Base-RetinaNet-R18-Shapes.yaml")
 

@@ -13,6 +13,8 @@ from gn_det.layers import WSConv2d
 from gn_det.modeling.fpn import make_fpn
 from gn_det.modeling.resnet import make_resnet
 
+from conftest import assert_same_network
+
 RETINANET = "build_gn_retinanet_resnet_fpn_backbone"
 FASTER = "build_gn_resnet_fpn_backbone"
 
@@ -44,13 +46,7 @@ def test_same_network_as_detectron2_with_its_own_norm_keys(name, theirs):
     assert list(ours.output_shape()) == (["p2", "p3", "p4", "p5", "p6"] if name == FASTER
                                          else ["p3", "p4", "p5", "p6", "p7"])
     assert ours.size_divisibility == ref.size_divisibility == 32
-    for (key, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
-        assert torch.equal(a, b), key
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = ref(x)
-        for key, feature in ours(x).items():
-            assert torch.equal(feature, expected[key]), key
+    assert_same_network(ours, ref)
 
 
 def test_gn_fpn_over_frozenbn_backbone_with_plain_p6p7():

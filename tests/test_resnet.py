@@ -11,6 +11,8 @@ from gn_det.config import add_gn_det_config
 from gn_det.layers import WSConv2d
 from gn_det.modeling.resnet import make_resnet
 
+from conftest import assert_same_network
+
 STAGES = ["res2", "res3", "res4", "res5"]
 
 
@@ -55,15 +57,7 @@ def test_same_network_as_detectron2_with_its_own_norm_key(norm):
     ours = build_backbone(cfg).eval()
     torch.manual_seed(1)
     theirs = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
-    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert ([p.requires_grad for p in ours.parameters()]
-            == [p.requires_grad for p in theirs.parameters()])
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = theirs(x)
-        for name, feature in ours(x).items():
-            assert torch.equal(feature, expected[name]), name
+    assert_same_network(ours, theirs)
 
 
 def test_resnext_stride_placement_and_res5_dilation():

@@ -12,14 +12,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
-from detectron2.engine import default_argument_parser  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
-from gn_det.engine import default_setup, launch  # noqa: E402
+from gn_det.engine import default_setup, launch_cli, write_final_metrics  # noqa: E402
 from gn_det.engine.lazy_train import do_eval, do_train  # noqa: E402
 from gn_det.lazy_config import load_lazy_cfg, register_lazy_datasets  # noqa: E402
-from gn_det.utils.file_io import write_json  # noqa: E402
 
 
 def main(args):
@@ -32,21 +28,9 @@ def main(args):
         results, iteration = do_eval(cfg, resume=args.resume), None
     else:
         results, iteration = do_train(cfg, resume=args.resume), cfg.train.max_iter
-    if comm.is_main_process():
-        final = {"config_file": args.config_file, "iteration": iteration,
-                 "seconds": round(time.perf_counter() - start, 1), "results": results}
-        write_json(os.path.join(cfg.train.output_dir, "metrics_final.json"), final, indent=2,
-                   default=float)
+    write_final_metrics(cfg.train.output_dir, args.config_file, iteration, start, results)
     return results
 
 
-def cli():
-    parser = default_argument_parser()
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    args = parser.parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
-
-
 if __name__ == "__main__":
-    run_cli(cli, "lazy_train_net")
+    run_cli(lambda: launch_cli(main), "lazy_train_net")

@@ -10,15 +10,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
-from detectron2.engine import default_argument_parser  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
 from gn_det.config import load_cfg  # noqa: E402
 from gn_det.data import register_datasets_from_cfg  # noqa: E402
-from gn_det.engine import Trainer, default_setup, launch  # noqa: E402
+from gn_det.engine import Trainer, default_setup, launch_cli, write_final_metrics  # noqa: E402
 from gn_det.engine.checkpoint import AtomicCheckpointer  # noqa: E402
-from gn_det.utils.file_io import write_json  # noqa: E402
 
 
 def setup(args):
@@ -44,21 +40,9 @@ def main(args):
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
         results, iteration = getattr(trainer, "_last_eval_results", {}), trainer.iter
-    if comm.is_main_process():
-        final = {"config_file": args.config_file, "iteration": iteration,
-                 "seconds": round(time.perf_counter() - start, 1), "results": results}
-        path = os.path.join(cfg.OUTPUT_DIR, "metrics_final.json")
-        write_json(path, final, indent=2, default=float)
+    write_final_metrics(cfg.OUTPUT_DIR, args.config_file, iteration, start, results)
     return results
 
 
-def cli():
-    parser = default_argument_parser()
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
-    args = parser.parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
-
-
 if __name__ == "__main__":
-    run_cli(cli, "train_net")
+    run_cli(lambda: launch_cli(main), "train_net")

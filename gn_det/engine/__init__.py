@@ -1,5 +1,7 @@
-"""Training machinery: the CPU-capable launcher, the trainer and the CLIs' logging setup."""
+"""Training machinery: the CPU-capable launcher, the trainer, and what the training CLIs share."""
+from .defaults import argument_parser, default_setup, launch_cli, write_final_metrics
 from .launch import launch
-from .trainer import Trainer, default_setup
+from .trainer import Trainer
 
-__all__ = ["launch", "Trainer", "default_setup"]
+__all__ = ["argument_parser", "default_setup", "launch", "launch_cli", "Trainer",
+           "write_final_metrics"]

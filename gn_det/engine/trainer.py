@@ -1,4 +1,4 @@
-"""Trainer: detectron2's DefaultTrainer with gn_det's pieces, and `default_setup` for the CLIs.
+"""Trainer: detectron2's DefaultTrainer with gn_det's pieces.
 
 Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
 (SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that include the optimizer state, DDP on
@@ -12,7 +12,6 @@ import weakref
 
 
 from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
-from detectron2.engine import default_setup as d2_default_setup
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -117,14 +116,3 @@ def after_train_unless_failed(trainer, default_after_train):
     for h in trainer._hooks:
         if not isinstance(h, skip):
             h.after_train()
-
-
-def default_setup(cfg, args):
-    """detectron2's default_setup (its loggers, config.yaml, seed), plus the `gn_det` logger to
-    the console and the output folder's log.txt: without it the evaluator's P/R table and
-    gn_det's warnings (e.g. dropped boxes) would reach no handler. `cfg`: a YAML config
-    (OUTPUT_DIR) or a LazyConfig (train.output_dir)."""
-    d2_default_setup(cfg, args)
-    output_dir = cfg.OUTPUT_DIR if hasattr(cfg, "OUTPUT_DIR") else cfg.train.output_dir
-    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="gn_det",
-                 abbrev_name="gn_det")

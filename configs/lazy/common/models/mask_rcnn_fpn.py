@@ -6,21 +6,16 @@
 #   model.backbone.norm / .ws                    (FPN)
 #   model.roi_heads.box_head.norm / .ws          (4conv1fc box head)
 #   model.roi_heads.mask_head.norm / .ws         (mask head)
-from gn_det.modeling.fpn import make_fpn
-from gn_det.modeling.resnet import make_resnet
 from gn_det.modeling.roi_heads import GNFastRCNNConvFCHead, GNMaskRCNNConvUpsampleHead
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 
+from .resnet_fpn import backbone
+
 model = get_config("common/models/mask_rcnn_fpn.py").model
-model.backbone._target_ = make_fpn
-model.backbone.norm = ""
-model.backbone.ws = False
-model.backbone.bottom_up = L(make_resnet)(
-    depth=50, norm="FrozenBN", ws=False, stride_in_1x1=True,
-    out_features=["res2", "res3", "res4", "res5"], freeze_at=2)
+model.backbone = backbone  # res2-res5, P6 by max-pool, as detectron2's
 model.roi_heads.box_head = L(GNFastRCNNConvFCHead)(
     input_shape=ShapeSpec(channels=256, height=7, width=7),
     conv_dims=[256, 256, 256, 256], fc_dims=[1024], norm="", ws=False)

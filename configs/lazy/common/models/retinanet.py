@@ -7,19 +7,17 @@
 #   model.head.norm=GN                model.head.ws=True                 (RetinaNet head)
 # `norm` takes what gn_det.layers.build_norm takes: a name ("GN", "BN", "FrozenBN", ...), a dict
 # ({"type": "GN", "num_groups": 16}) or "" for none.
-from gn_det.modeling.fpn import make_fpn
-from gn_det.modeling.resnet import make_resnet
 from gn_det.modeling.retinanet import GNRetinaNetHead
 
-from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
+from .resnet_fpn import backbone
+
 model = get_config("common/models/retinanet.py").model
-model.backbone._target_ = make_fpn
-model.backbone.norm = ""
-model.backbone.ws = False
-model.backbone.bottom_up = L(make_resnet)(
-    depth=50, norm="FrozenBN", ws=False, stride_in_1x1=True,
-    out_features=["res3", "res4", "res5"], freeze_at=2)
+top_block = model.backbone.top_block  # detectron2's P6/P7 from res5
+model.backbone = backbone
+model.backbone.bottom_up.out_features = ["res3", "res4", "res5"]
+model.backbone.top_block = top_block
+del top_block
 model.head._target_ = GNRetinaNetHead
 model.head.ws = False

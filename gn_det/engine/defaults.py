@@ -1,0 +1,50 @@
+"""What gn_det's training CLIs share (tools/train_net.py, tools/lazy_train_net.py), as
+detectron2.engine.defaults does for its own: the argument parser, the launch from parsed
+arguments, the logging setup, the final metrics file."""
+import os
+import time
+
+from detectron2.engine import default_argument_parser
+from detectron2.engine import default_setup as d2_default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..utils.file_io import write_json
+from .launch import launch
+
+
+def argument_parser(epilog=None):
+    """detectron2's default_argument_parser (--config-file, --resume, --eval-only, --num-gpus,
+    --num-machines, --machine-rank, --dist-url, trailing opts) plus --debug."""
+    parser = default_argument_parser(epilog)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+    return parser
+
+
+def launch_cli(main, argv=None):
+    """Parse the command line and run `main(args)` in the processes it asks for."""
+    args = argument_parser().parse_args(argv)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+def write_final_metrics(output_dir: str, config_file: str, iteration, started: float,
+                        results: dict) -> None:
+    """OUTPUT_DIR/metrics_final.json (main process only): the config, the last iteration (None
+    for --eval-only), the wall seconds since `started` (time.perf_counter) and the results."""
+    if comm.is_main_process():
+        final = {"config_file": config_file, "iteration": iteration,
+                 "seconds": round(time.perf_counter() - started, 1), "results": results}
+        write_json(os.path.join(output_dir, "metrics_final.json"), final, indent=2,
+                   default=float)
+
+
+def default_setup(cfg, args):
+    """detectron2's default_setup (its loggers, config.yaml, seed), plus the `gn_det` logger to
+    the console and the output folder's log.txt: without it the evaluator's P/R table and
+    gn_det's warnings (e.g. dropped boxes) would reach no handler. `cfg`: a YAML config
+    (OUTPUT_DIR) or a LazyConfig (train.output_dir)."""
+    d2_default_setup(cfg, args)
+    output_dir = cfg.OUTPUT_DIR if hasattr(cfg, "OUTPUT_DIR") else cfg.train.output_dir
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="gn_det",
+                 abbrev_name="gn_det")

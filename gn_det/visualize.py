@@ -63,25 +63,34 @@ def progress(items: Iterable, total: int, desc: str) -> Iterable:
     return tqdm(items, total=total, desc=desc, unit="img", mininterval=1.0)
 
 
-def _corners(bbox: Sequence[float]):
-    x, y, w, h = bbox
-    return x, y, x + w, y + h
-
-
 def _font_size(image: np.ndarray) -> float:
     """Label size: detectron2's default for the image size, a little smaller (dense scenes)."""
     h, w = image.shape[:2]
     return 0.75 * max(math.sqrt(h * w) // 90, 10)
 
 
+def header_height(image: np.ndarray) -> int:
+    """Pixels of the band above an error image that holds its header line."""
+    return int(round(_font_size(image) * 100 / 72 * 1.9))  # points at the Visualizer's 100 dpi
+
+
 def draw_image_errors(image: np.ndarray, errors: ImageErrors,
                       class_names: Sequence[str]) -> np.ndarray:
-    """The image (RGB) with its GT and kept detections coloured by outcome, and a header line
-    with the counts; returns an RGB array of the image's size."""
-    v = Visualizer(image, metadata=None, scale=1.0)
+    """The image (RGB) with its GT and kept detections coloured by outcome, under a header band
+    with the counts and the colour key; returns an RGB array of the image's width and its
+    height + header_height(image)."""
+    band = header_height(image)
+    padded = np.concatenate([np.full((band,) + image.shape[1:], 24, np.uint8),
+                             np.asarray(image, np.uint8)], axis=0)
+    v = Visualizer(padded, metadata=None, scale=1.0)
     size = _font_size(image)
+
+    def corners(bbox: Sequence[float]):
+        x, y, w, h = bbox
+        return x, y + band, x + w, y + band + h
+
     for g in errors.gt:
-        box = _corners(g["bbox"])
+        box = corners(g["bbox"])
         if g["status"] == "tp":
             v.draw_box(box, alpha=0.8, edge_color=COLORS["tp"], line_style="--")
         elif g["status"] == "crowd":
@@ -96,7 +105,7 @@ def draw_image_errors(image: np.ndarray, errors: ImageErrors,
             v.draw_text(text, (box[0], box[3]), color=COLORS["fn"], font_size=size,
                         horizontal_alignment="left")
     for d in sorted(errors.dets, key=lambda d: d["score"]):  # best on top
-        box = _corners(d["bbox"])
+        box = corners(d["bbox"])
         name, score = class_names[d["label"]], f"{d['score']:.2f}"
         if d["kind"] == "tp":
             color, text = COLORS["tp"], f"{name} {score}"
@@ -116,7 +125,8 @@ def draw_image_errors(image: np.ndarray, errors: ImageErrors,
     kinds = ", ".join(f"{c['fp_' + k]} {_FP_SHORT[k]}" for k in FP_KINDS if c["fp_" + k])
     header = (f"{errors.file_name}: TP {c['tp']}  FP {c['fp']}" + (f" ({kinds})" if kinds else "")
               + f"  FN {c['fn']}   [green TP, red FP, orange FN, grey crowd]")
-    v.draw_text(header, (2, 2), color="white", font_size=size, horizontal_alignment="left")
+    v.draw_text(header, (3, band * 0.2), color="white", font_size=size,
+                horizontal_alignment="left")
     return v.get_output().get_image()
 
 

@@ -16,7 +16,7 @@ from cli_harness import (HAND_ANNS, HAND_DETS, REPO, TINY_MODEL_OPTS, TOY_CONFIG
 from gn_det.evaluation.errors import image_errors, worst_images
 from gn_det.evaluation.metrics import evaluate_detections
 from gn_det.evaluation.results import load_ground_truth, load_results
-from gn_det.visualize import COLORS, draw_image_errors, write_error_images
+from gn_det.visualize import COLORS, draw_image_errors, header_height, write_error_images
 
 # The real datasets beside the repository (CI), or where GN_DET_SHARED_DATA points (a worktree).
 SHARED_DATA = Path(os.environ.get("GN_DET_SHARED_DATA", "") or REPO.parent / "shared" / "data")
@@ -52,13 +52,16 @@ def errors_of(gt, dets):
 def test_colours_are_where_the_boxes_are():
     gt, dets = coco_scene(HAND_ANNS, HAND_DETS, num_images=5)
     ev, by_image = errors_of(gt, dets)
-    out = draw_image_errors(np.full((200, 200, 3), 128, np.uint8), by_image[1], ev.class_names)
-    assert out.shape == (200, 200, 3) and out.dtype == np.uint8
-    assert near(out[25, 150], COLORS["fp"])   # left edge of the c3 background FP (150, 10, 30, 30)
-    assert near(out[165, 10], COLORS["fn"])   # left edge of the missed c3 GT (10, 150, 30, 30)
-    assert near(out[30, 10], COLORS["tp"])    # left edge of the TP (10, 10, 40, 40)
-    assert near(out[120, 100], COLORS["fp"])  # the wrong-class c1 detection over the c2 GT
-    assert near(out[100, 80], "#808080", tol=2)  # away from every box: untouched
+    image = np.full((200, 200, 3), 128, np.uint8)
+    out = draw_image_errors(image, by_image[1], ev.class_names)
+    band = header_height(image)  # the header line's band above the image
+    assert 10 < band < 30 and out.shape == (200 + band, 200, 3) and out.dtype == np.uint8
+    assert near(out[band + 25, 150], COLORS["fp"])   # left edge of the c3 FP (150, 10, 30, 30)
+    assert near(out[band + 165, 10], COLORS["fn"])   # left edge of the missed c3 GT (10, 150, ...)
+    assert near(out[band + 30, 10], COLORS["tp"])    # left edge of the TP (10, 10, 40, 40)
+    assert near(out[band + 120, 100], COLORS["fp"])  # the wrong-class c1 detection on the c2 GT
+    assert near(out[band + 100, 80], "#808080", tol=2)  # away from every box: untouched
+    assert near(out[band - 2, 199], "#181818", tol=2)   # the band
 
 
 def test_writes_ranked_pngs_and_a_contact_sheet(tmp_path):
@@ -68,8 +71,9 @@ def test_writes_ranked_pngs_and_a_contact_sheet(tmp_path):
     paths = write_error_images(worst, str(root), str(tmp_path / "out"), ev.class_names, "gt.json")
     names = [os.path.basename(p) for p in paths]
     assert names == ["001_1.png", "002_5.png", "003_4.png", "contact_sheet.png"]
+    band = header_height(np.zeros((200, 200, 3), np.uint8))
     for p in paths[:3]:
-        assert Image.open(p).size == (200, 200)
+        assert Image.open(p).size == (200, 200 + band)
     w, h = Image.open(paths[-1]).size
     assert w > 600 and h > 300
 
@@ -141,9 +145,10 @@ def test_show_errors_on_real_photographs(tmp_path):
     assert summary["fp_wrong_class"] > 0 and summary["fp_poor_localization"] > 0
     assert summary["fn"] > summary["fp_wrong_class"]  # missed + the GT of the shifted boxes
     pngs = sorted(out.glob("0*.png"))
-    assert len(pngs) == 3 and all(Image.open(p).size == (640, 480) for p in pngs)
+    band = header_height(np.zeros((480, 640, 3), np.uint8))
+    assert len(pngs) == 3 and all(Image.open(p).size == (640, 480 + band) for p in pngs)
     w, h = Image.open(out / "contact_sheet.png").size  # 2 x 2 tiles of 4.5 in at 110 dpi
-    assert w == 990 and abs(h - 110 * (2 * (4.5 * 480 / 640 + 0.45) + 0.6)) <= 1
+    assert w == 990 and abs(h - 110 * (2 * (4.5 * (480 + band) / 640 + 0.45) + 0.6)) <= 1
 
 
 def test_dataset_browser_on_real_photographs(tmp_path):

@@ -78,7 +78,8 @@ def main(argv=None) -> int:
           f"FN {t['fn']}")
     print()
     print(format_confusion_table(ev))
-    print("\nwrote " + ", ".join(written + [csv_path, json_path]))
+    drawn = f"{len(written) - 1} images and contact_sheet.png, " if written else ""
+    print(f"\nwrote {drawn}image_errors.csv and image_errors.json to {args.out}")
     return 0
 
 

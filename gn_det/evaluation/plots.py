@@ -219,8 +219,11 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str, title: Optional[str] =
                     ax.text(c, r, text, ha="center", va="center", fontsize=8 if n < 15 else 6,
                             color="white" if np.isfinite(v) and v > 0.6 * top else "black")
     heading = (f"Confusion matrix at IoU {threshold_key(cm.iou)}, score >= "
-               f"{threshold_key(cm.score)}: diagonal = TP, last column = missed GT (FN), "
-               "last row = FP on no GT")
+               f"{threshold_key(cm.score)} (rows: ground truth, columns: predicted)\n"
+               "diagonal: TP;  off the diagonal: a wrong-class detection on a missed GT;  last "
+               "column: missed GT with no detection on it;\nlast row: FP on no missed GT "
+               "(background, duplicate, poor localization, or a wrong class on a GT already "
+               "found)")
     fig.suptitle(f"{title}: {heading}" if title else heading, fontsize=11)
     fig.savefig(path)
     return path

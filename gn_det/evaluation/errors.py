@@ -129,7 +129,7 @@ def image_errors(evaluation: Evaluation, iou: Optional[float] = None,
     for image_id in evaluation.cocoeval.params.imgIds:
         img = coco_gt.imgs[image_id]
         images[int(image_id)] = ImageErrors(int(image_id), str(img.get("file_name", "")),
-                                       int(img.get("width", 0)), int(img.get("height", 0)))
+                                            int(img.get("width", 0)), int(img.get("height", 0)))
     for g in range(len(m.gt_ids)):
         hit = int(outcomes.gt_hit[g])
         status = ("crowd" if m.gt_ignore[g] else "tp" if hit >= 0 and outcomes.tp[hit]

@@ -22,6 +22,8 @@ TOY_CONFIG = str(REPO / "configs/toy/Base-RetinaNet-R18-Shapes.yaml")
 CLIS = {
     "data": ("module", "gn_det.data", "python -m gn_det.data"),
     "evaluate": ("path", "tools/evaluate.py", "evaluate.py"),
+    "show_errors": ("path", "tools/show_errors.py", "show_errors"),
+    "visualize_data": ("path", "tools/visualize_data.py", "visualize_data"),
     "train_net": ("path", "tools/train_net.py", "train_net"),
     "lazy_train_net": ("path", "tools/lazy_train_net.py", "lazy_train_net"),
     "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
@@ -74,6 +76,47 @@ def tiny_train_opts(shapes: Path, out: Path, name: str = "tiny") -> List[str]:
             "SOLVER.STEPS", "()", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
             "OUTPUT_DIR", str(out)]
 
+
+def coco_scene(anns, dets, num_images: int = 3, num_classes: int = 3) -> Tuple[dict, list]:
+    """(COCO ground truth, results list) from tuples: anns (image_id, category_id, XYWH box
+    [, iscrowd]), dets (image_id, category_id, XYWH box, score); images 1..num_images of 200x200,
+    categories 1..num_classes named c1, c2, ..."""
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 200, "width": 200}
+              for i in range(1, num_images + 1)]
+    cats = [{"id": c, "name": f"c{c}"} for c in range(1, num_classes + 1)]
+    annotations = [dict(id=i + 1, image_id=a[0], category_id=a[1], bbox=list(a[2]),
+                        area=a[2][2] * a[2][3], iscrowd=a[3] if len(a) > 3 else 0)
+                   for i, a in enumerate(anns)]
+    results = [{"image_id": d[0], "category_id": d[1], "bbox": list(d[2]), "score": d[3]}
+               for d in dets]
+    return {"images": images, "annotations": annotations, "categories": cats}, results
+
+
+# A coco_scene with one error case per image, counted by hand at IoU 0.5, score >= 0.5 (classes
+# c1, c2, c3): the confusion-matrix and error-kind tests (test_confusion.py, test_errors.py).
+HAND_ANNS = [
+    (1, 1, (10, 10, 40, 40)),           # found by its class: TP
+    (1, 2, (100, 100, 40, 40)),         # a c1 detection on it: wrong class ([c2, c1])
+    (1, 3, (10, 150, 30, 30)),          # nothing on it: missed ([c3, bg])
+    (2, 1, (0, 0, 100, 100), 1),        # crowd region
+    (4, 1, (50, 50, 40, 40)),           # found, plus a c2 detection and a c1 duplicate on it
+    (5, 2, (0, 0, 40, 40)),             # two c1 detections compete for the leftover c2 / c3
+    (5, 3, (30, 0, 40, 40)),
+]
+HAND_DETS = [
+    (1, 1, (10, 10, 40, 40), 0.9),      # TP c1
+    (1, 1, (100, 100, 40, 40), 0.8),    # FP c1 on the c2 GT: [c2, c1]
+    (1, 3, (150, 10, 30, 30), 0.7),     # FP c3 on nothing: [bg, c3]
+    (1, 1, (10, 10, 40, 40), 0.3),      # below the score threshold: not counted
+    (2, 1, (10, 10, 30, 30), 0.9),      # absorbed by the c1 crowd: neither TP nor FP
+    (2, 2, (20, 20, 30, 30), 0.8),      # c2 inside a c1 crowd: FP c2, background ([bg, c2])
+    (3, 2, (0, 0, 20, 20), 0.6),        # image 3 has no annotations: [bg, c2]
+    (4, 1, (50, 50, 40, 40), 0.9),      # TP c1
+    (4, 2, (50, 50, 40, 40), 0.8),      # FP c2 on a GT already found: no FN to pair: [bg, c2]
+    (4, 1, (52, 50, 40, 40), 0.7),      # FP c1, duplicate: [bg, c1]
+    (5, 1, (5, 0, 40, 40), 0.9),        # IoU .78 with the c2 GT, .23 with c3: [c2, c1]
+    (5, 1, (0, 0, 40, 40), 0.8),        # the c2 GT is taken, IoU .14 with c3: [bg, c1]
+]
 
 
 @dataclasses.dataclass

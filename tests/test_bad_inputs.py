@@ -1,9 +1,10 @@
 """Every bad input of the reliability issue, run through the real command-line tools (python -m
-gn_det.data, tools/evaluate.py, tools/train_net.py, tools/convert_weights.py,
-datasets/voc_to_coco.py, datasets/make_shapes.py) as their `__main__` runs them: each ends as
-expected. "error" = non-zero exit, no traceback, one `<prog>: error:` line containing the
-expected words; "warning" = exit 0 with a warning line containing them (boxes clipped or
-dropped, an empty results file); "ok" = exit 0. `pytest tests/test_bad_inputs.py -v` lists them.
+gn_det.data, tools/evaluate.py, tools/show_errors.py, tools/visualize_data.py,
+tools/train_net.py, tools/convert_weights.py, datasets/voc_to_coco.py, datasets/make_shapes.py)
+as their `__main__` runs them: each ends as expected. "error" = non-zero exit, no traceback, one
+`<prog>: error:` line containing the expected words; "warning" = exit 0 with a warning line
+containing them (boxes clipped or dropped, an empty results file); "ok" = exit 0.
+`pytest tests/test_bad_inputs.py -v` lists them.
 """
 import json
 import os
@@ -114,6 +115,66 @@ def image_cases() -> List[Case]:
                    words="but the JSON says width="),
         image_case("grayscale image (converted by detectron2)", pil_image("L"), "ok"),
         image_case("RGBA image (converted by detectron2)", pil_image("RGBA"), "ok"),
+    ]
+
+
+def viewer_case(name, spoil, words, group="images"):
+    """tools/show_errors.py on the tiny val set (an FP on every image, so each is drawn) with
+    `spoil(image_root, gt)` applied to a copy of its images; returns extra argv or None."""
+    def build(inputs, tmp):
+        gt = inputs.coco()
+        root = tmp / "images"
+        shutil.copytree(inputs.shapes / "val", root)
+        dets = [{"image_id": img["id"], "category_id": gt["categories"][0]["id"],
+                 "bbox": [0, 0, 8, 8], "score": 0.9} for img in gt["images"]]
+        argv = spoil(root, gt) or ["--image-root", str(root)]
+        return "show_errors", ["--gt", write(tmp / "gt.json", gt), "--dt",
+                               write(tmp / "dt.json", dets), "--out", str(tmp / "out"), *argv]
+    return Case(group, name, "error", words, build)
+
+
+def viewer_cases() -> List[Case]:
+    def missing(root, gt):
+        (root / gt["images"][0]["file_name"]).unlink()
+
+    def truncated(root, gt):
+        path = root / gt["images"][0]["file_name"]
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) * 2 // 3])
+
+    def garbage(root, gt):
+        (root / gt["images"][0]["file_name"]).write_bytes(b"\x89PNG garbage")
+
+    def not_a_folder(root, gt):
+        return ["--image-root", str(root / gt["images"][0]["file_name"])]
+    return [
+        viewer_case("error viewer: image file missing", missing,
+                    ("1 of the 2 images to draw are not under", "expected --image-root")),
+        viewer_case("error viewer: image cut short", truncated,
+                    ("cannot be read", "image file is truncated")),
+        viewer_case("error viewer: image not decodable", garbage, "cannot be read"),
+        viewer_case("error viewer: image root is a file", not_a_folder,
+                    ("--image-root:", "is not a folder"), group="results"),
+    ]
+
+
+def browser_case(name, opts, words):
+    """tools/visualize_data.py on the tiny dataset with `opts` (argv before the config opts)."""
+    def build(inputs, tmp):
+        return "visualize_data", ["--config-file", TOY_CONFIG, "--output", str(tmp / "b"),
+                                  *opts, *inputs.train_opts(tmp / "out")]
+    return Case("datasets", name, "error", words, build)
+
+
+def browser_cases() -> List[Case]:
+    return [
+        browser_case("dataset browser: unknown dataset", ["--dataset", "nope"],
+                     ("--dataset 'nope' is not registered", "COCO_FORMAT names: bad_train")),
+        browser_case("dataset browser: builtin without its files", ["--dataset",
+                                                                     "coco_2017_val"],
+                     ("dataset 'coco_2017_val' could not be loaded", "instances_val2017.json")),
+        browser_case("dataset browser: negative --num", ["--num", "-1"],
+                     "--num -1: expected 0 (all) or more"),
     ]
 
 
@@ -421,8 +482,8 @@ def training_cases() -> List[Case]:
 
 
 def all_cases() -> List[Case]:
-    return (dataset_cases() + image_cases() + results_cases() + config_cases() + weights_cases()
-            + security_cases() + training_cases())
+    return (dataset_cases() + browser_cases() + image_cases() + viewer_cases() + results_cases()
+            + config_cases() + weights_cases() + security_cases() + training_cases())
 
 
 CASES = all_cases()

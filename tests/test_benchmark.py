@@ -25,7 +25,10 @@ def test_eval_runs_and_reports(benchmark, tmp_path, capsys):
     result = json.loads(out.read_text())["eval"]
     assert result["images"] == 12 and result["detections"] == 12 * 20 and result["repeats"] == 2
     assert result["cocoeval_plus_pr_s"] >= result["cocoeval_s"] > 0
-    assert "[2/2]" in capsys.readouterr().out
+    assert result["ratio_with_confusion"] >= result["ratio"] and result["confusion_s"] > 0
+    printed = capsys.readouterr().out
+    assert "[2/2]" in printed and "+ confusion matrix" in printed
+    assert "eval (COCOeval + P/R + confusion matrix) / COCOeval" in printed
 
 
 def test_registry_and_arguments(benchmark):

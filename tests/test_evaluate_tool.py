@@ -35,7 +35,8 @@ def test_single_run_writes_outputs(files):
     r = evaluate("--gt", files / "gt.json", "--dt", files / "a.json", "--out", out,
                  "--iou", "0.5", "0.75", "--score", "0.3", "0.5")
     assert r.returncode == 0, r.stderr
-    for f in ("metrics.json", "metrics.csv", "pr_curves.png"):
+    for f in ("metrics.json", "metrics.csv", "pr_curves.png", "confusion_matrix.csv",
+              "confusion_matrix.png", "p_curve.png", "r_curve.png", "f1_curve.png"):
         assert (out / f).stat().st_size > 0, f
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["pr"]) == ["0.5", "0.75"] and list(m["pr"]["0.5"]) == ["0.3", "0.5"]
@@ -49,6 +50,17 @@ def test_single_run_writes_outputs(files):
     assert {x["kind"] for x in rows} == {"coco", "ap", "pr", "best_f1"}
     assert "P/R/F1 at IoU 0.5, score >= 0.5" in r.stdout and "| overall" in r.stdout
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the confusion matrix at the main IoU (first --iou) and --main-score, from the same matches
+    cm = m["confusion"]
+    assert (cm["iou"], cm["score"]) == (0.5, 0.5)
+    table = list(csv.reader((out / "confusion_matrix.csv").open()))
+    assert [[int(v) for v in row[1:]] for row in table[1:]] == cm["matrix"]
+    per_class = m["pr"]["0.5"]["0.5"]["per_class"]
+    for k, name in enumerate(cm["labels"][:-1]):
+        assert cm["matrix"][k][k] == per_class[name]["tp"]
+        assert sum(cm["matrix"][k]) == per_class[name]["tp"] + per_class[name]["fn"]
+        assert sum(row[k] for row in cm["matrix"]) == per_class[name]["tp"] + per_class[name]["fp"]
+    assert "Confusion matrix at IoU 0.5, score >= 0.5" in r.stdout
 
 
 def test_compares_two_runs(files):
@@ -57,7 +69,8 @@ def test_compares_two_runs(files):
                  "--names", "bn", "gn", "--out", out)
     assert r.returncode == 0, r.stderr
     for f in ("bn/metrics.json", "gn/metrics.json", "bn/metrics.csv", "comparison.csv",
-              "pr_curves.png"):
+              "pr_curves.png", "bn/confusion_matrix.csv", "gn/f1_curve.png",
+              "gn/confusion_matrix.png"):
         assert (out / f).is_file(), f
     bn = json.loads((out / "bn" / "metrics.json").read_text())
     gn = json.loads((out / "gn" / "metrics.json").read_text())

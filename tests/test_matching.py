@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from cli_harness import coco_scene as scene
 from gn_det.evaluation.coco_stats import run_cocoeval
 from gn_det.evaluation.matching import best_f1, counts_at, curve, match_from_cocoeval, ratios
 from gn_det.evaluation.results import load_ground_truth, load_results, results_to_coco
@@ -87,18 +88,6 @@ def assert_same_counts(gt, dets, ious=(0.5, 0.75), scores=SCORES):
 
 
 # ------------------------------------------------------------------------ crafted data
-def scene(anns, dets, num_images=3, num_classes=3):
-    images = [{"id": i, "file_name": f"{i}.jpg", "height": 200, "width": 200}
-              for i in range(1, num_images + 1)]
-    cats = [{"id": c, "name": f"c{c}"} for c in range(1, num_classes + 1)]
-    annotations = [dict(id=i + 1, image_id=a[0], category_id=a[1], bbox=list(a[2]),
-                        area=a[2][2] * a[2][3], iscrowd=a[3] if len(a) > 3 else 0)
-                   for i, a in enumerate(anns)]
-    results = [{"image_id": d[0], "category_id": d[1], "bbox": list(d[2]), "score": d[3]}
-               for d in dets]
-    return {"images": images, "annotations": annotations, "categories": cats}, results
-
-
 def test_crowd_region_absorbs_matches_without_tp_or_fn():
     gt, dets = scene(
         [(1, 1, (10, 10, 40, 40)), (1, 1, (60, 60, 100, 100), 1)],
@@ -206,3 +195,43 @@ def test_matches_are_sorted_and_unknown_iou_is_named():
     assert np.all(np.diff(m.scores) <= 0)
     with pytest.raises(KeyError, match="0.75"):
         curve(m, 0.75)
+
+
+def test_each_detection_and_gt_is_located():
+    gt, dets = make_coco_pair(num_images=8, dets_per_image=20, num_classes=3,
+                              crowd_fraction=0.1, seed=8)
+    coco_gt = load_ground_truth(gt)
+    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
+    m = match_from_cocoeval(cocoeval, [0.5, 0.62])
+    # det_ids are loadRes ids: 1 + the entry's index in the results list
+    for d in range(len(m.scores)):
+        entry = dets[m.det_ids[d] - 1]
+        assert entry["image_id"] == m.image_ids[d] and entry["score"] == m.scores[d]
+        assert m.category_ids[m.labels[d]] == entry["category_id"]
+    anns = {a["id"]: a for a in gt["annotations"]}
+    assert sorted(m.gt_ids.tolist()) == sorted(anns)
+    for g, ann_id in enumerate(m.gt_ids.tolist()):
+        a = anns[ann_id]
+        assert (m.gt_image_ids[g], m.category_ids[m.gt_labels[g]]) == (a["image_id"],
+                                                                       a["category_id"])
+        assert m.gt_ignore[g] == bool(a["iscrowd"])
+    # a matched detection points at a GT of its image and class: regular for TP, crowd if ignored
+    for t in range(2):
+        hit = m.gt_match[t] >= 0
+        assert np.array_equal(hit, m.tp[t] | m.ignored[t])
+        g = m.gt_match[t][hit]
+        assert np.array_equal(m.gt_image_ids[g], m.image_ids[hit])
+        assert np.array_equal(m.gt_labels[g], m.labels[hit])
+        assert np.array_equal(m.gt_ignore[g], m.ignored[t][hit])
+        assert len(set(m.gt_match[t][m.tp[t]].tolist())) == m.tp[t].sum()  # one TP per GT
+
+
+def test_repeated_gt_ids_are_refused():
+    gt, dets = scene([(1, 1, (10, 10, 40, 40)), (2, 1, (10, 10, 40, 40))],
+                     [(1, 1, (10, 10, 40, 40), 0.9)])
+    coco_gt = load_ground_truth(gt)
+    coco_gt.dataset["annotations"][1]["id"] = 1  # behind load_ground_truth's back
+    coco_gt.createIndex()
+    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
+    with pytest.raises(ValueError, match="annotation ids repeat"):
+        match_from_cocoeval(cocoeval, [0.5])

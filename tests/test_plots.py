@@ -1,9 +1,10 @@
-"""gn_det.evaluation.plots: pr_curves.png for one run, several runs, and many classes."""
+"""gn_det.evaluation.plots: pr_curves.png for one run, several runs, and many classes; the
+P/R/F1-against-score PNGs and confusion_matrix.png."""
 import matplotlib.image as mpimg
 import pytest
 
 from gn_det.evaluation.metrics import evaluate_detections
-from gn_det.evaluation.plots import plot_pr_curves
+from gn_det.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_score_curves
 from gn_det.evaluation.results import load_ground_truth, load_results
 from gn_det.evaluation.synthetic import make_coco_pair
 
@@ -27,3 +28,23 @@ def test_handles_empty_results(tmp_path):
     coco = load_ground_truth(gt)
     ev = evaluate_detections(coco, load_results([], coco))
     assert mpimg.imread(plot_pr_curves({"empty": ev}, str(tmp_path / "pr.png"))).size
+
+
+@pytest.mark.parametrize("classes", [3, 15])
+def test_score_curves_and_confusion_matrix_pngs(tmp_path, classes):
+    ev = evaluation(classes)
+    paths = plot_score_curves(ev, str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["p_curve.png", "r_curve.png", "f1_curve.png"]
+    for p in paths:
+        assert mpimg.imread(p).shape[:2] == (560, 800)  # 8 x 5.6 in at 100 dpi
+    img = mpimg.imread(plot_confusion_matrix(ev.confusion, str(tmp_path / "cm.png")))
+    side = max(4.5, 0.55 * (classes + 1) + 2.5)
+    assert img.shape[:2] == (round(100 * (side + 0.8)), round(100 * (2 * side + 1.0)))
+
+
+def test_confusion_matrix_png_without_detections(tmp_path):
+    gt, _ = make_coco_pair(num_images=3, num_classes=2)
+    coco = load_ground_truth(gt)
+    ev = evaluate_detections(coco, load_results([], coco))
+    assert mpimg.imread(plot_confusion_matrix(ev.confusion, str(tmp_path / "cm.png"))).size
+    assert len(plot_score_curves(ev, str(tmp_path))) == 3

@@ -90,7 +90,9 @@ def test_end_to_end(tmp_path, caplog):
     evaluator = PREvaluator("gn_det_test_pr_e2e", output_dir=str(out))
     with caplog.at_level(logging.INFO):
         results = run(evaluator, model_io(gt, dets, "gn_det_test_pr_e2e"))
-    for f in ("metrics.json", "metrics.csv", "pr_curves.png", "coco_instances_results.json"):
+    for f in ("metrics.json", "metrics.csv", "pr_curves.png", "coco_instances_results.json",
+              "confusion_matrix.csv", "confusion_matrix.png", "p_curve.png", "r_curve.png",
+              "f1_curve.png"):
         assert (out / f).is_file(), f
     # the evaluator's COCO numbers are pycocotools' on the results it wrote
     ref = reference_stats(gt_path, out / "coco_instances_results.json")
@@ -114,6 +116,13 @@ def test_end_to_end(tmp_path, caplog):
     for v in flatten_results_dict(results).values():
         float(v)
     assert "P/R/F1 at IoU 0.5, score >= 0.5" in caplog.text
+    # the confusion matrix of the same matches: diagonal = the TP of the P/R table
+    cm = saved["confusion"]
+    assert cm["labels"] == ["class_01", "class_02", "class_03", "background"]
+    assert [cm["matrix"][k][k] for k in range(3)] == [
+        at["per_class"][n]["tp"] for n in ("class_01", "class_02", "class_03")]
+    assert sum(row[-1] for row in cm["matrix"]) <= at["overall"]["fn"]
+    assert "Confusion matrix at IoU 0.5, score >= 0.5" in caplog.text
 
 
 def test_same_ap_as_detectron2_coco_evaluator(tmp_path):
@@ -127,8 +136,11 @@ def test_same_ap_as_detectron2_coco_evaluator(tmp_path):
 
 def test_images_without_detections_give_zeros(tmp_path):
     gt, _, _ = make_dataset(tmp_path, "gn_det_test_pr_empty", num_images=4)
-    evaluator = PREvaluator("gn_det_test_pr_empty", output_dir=str(tmp_path / "eval"))
+    evaluator = PREvaluator("gn_det_test_pr_empty", output_dir=str(tmp_path / "eval"),
+                            plot=False)
     results = run(evaluator, model_io(gt, [], "gn_det_test_pr_empty"))
+    assert (tmp_path / "eval" / "confusion_matrix.csv").is_file()
+    assert not (tmp_path / "eval" / "confusion_matrix.png").exists()
     assert results["bbox"]["AP"] == 0.0 and results["pr"]["R50@0.5"] == 0.0
     assert evaluator.metrics["best_f1_overall"]["score"] is None
 

@@ -1,13 +1,16 @@
-"""gn_det.evaluation.report: metrics.json / metrics.csv / comparison.csv writers and tables."""
+"""gn_det.evaluation.report: metrics.json / metrics.csv / comparison.csv writers, tables, and the
+error-analysis files."""
 import csv
 import json
 
 import pytest
 
+from cli_harness import HAND_ANNS, HAND_DETS, coco_scene
 from gn_det.evaluation.metrics import evaluate_detections
 from gn_det.evaluation.report import (csv_rows, format_coco_table, format_comparison_table,
-                                      format_pr_table, write_comparison_csv, write_metrics_csv,
-                                      write_metrics_json)
+                                      format_confusion_table, format_pr_table,
+                                      write_comparison_csv, write_error_analysis,
+                                      write_metrics_csv, write_metrics_json)
 from gn_det.evaluation.results import load_ground_truth, load_results
 from gn_det.evaluation.synthetic import make_coco_pair
 
@@ -65,3 +68,21 @@ def test_comparison_csv(two_runs, tmp_path):
           and r["score"] == "0.3"][0]
     assert float(pr["recall:bn"]) == pytest.approx(
         two_runs["bn"]["pr"]["0.5"]["0.3"]["overall"]["recall"], rel=1e-5)
+
+
+def test_confusion_table_and_error_analysis_files(tmp_path):
+    gt, dets = coco_scene(HAND_ANNS, HAND_DETS, num_images=5)
+    coco = load_ground_truth(gt)
+    ev = evaluate_detections(coco, load_results(dets, coco))
+    lines = format_confusion_table(ev).splitlines()
+    assert lines[0] == ("Confusion matrix at IoU 0.5, score >= 0.5 (rows: ground truth, columns: "
+                        "predicted)")
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == [
+        "GT \\ predicted", "c1", "c2", "c3", "background"]
+    assert [c.strip() for c in lines[-1].strip("|").split("|")] == [
+        "background", "2", "3", "1", "-"]
+    names = [p.rsplit("/", 1)[1] for p in write_error_analysis(ev, str(tmp_path / "a"), False)]
+    assert names == ["confusion_matrix.csv"]
+    names = [p.rsplit("/", 1)[1] for p in write_error_analysis(ev, str(tmp_path / "b"))]
+    assert names == ["confusion_matrix.csv", "confusion_matrix.png", "p_curve.png",
+                     "r_curve.png", "f1_curve.png"]

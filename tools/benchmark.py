@@ -46,9 +46,11 @@ class Benchmark(NamedTuple):
 
 
 def bench_eval(args) -> Dict:
-    """Median seconds of COCOeval evaluate+accumulate, and of gn_det's P/R step added on top."""
+    """Median seconds of COCOeval evaluate+accumulate, of gn_det's P/R step added on top, and of
+    the confusion matrix at the main thresholds (IoU 0.5, score 0.5) after that."""
     from pycocotools.cocoeval import COCOeval
 
+    from gn_det.evaluation.confusion import confusion_matrix, outcomes_at
     from gn_det.evaluation.matching import best_f1, counts_at, match_from_cocoeval
     from gn_det.evaluation.results import load_ground_truth, load_results, results_to_coco
     from gn_det.evaluation.synthetic import make_coco_pair
@@ -61,7 +63,7 @@ def bench_eval(args) -> Dict:
     coco_gt = load_ground_truth(gt)
     coco_dt = results_to_coco(coco_gt, load_results(dets, coco_gt))
     ious, scores = [0.5, 0.75], [0.05, 0.3, 0.5, 0.7]
-    base, extra = [], []
+    base, extra, confusion = [], [], []
     start = time.perf_counter()
     for r in range(args.repeats):
         cocoeval = COCOeval(coco_gt, coco_dt, "bbox")
@@ -75,17 +77,24 @@ def bench_eval(args) -> Dict:
         for k in range(len(matches.category_ids)):
             best_f1(matches, ious[0], k)
         t2 = time.perf_counter()
+        confusion_matrix(matches, outcomes_at(cocoeval, matches, ious[0], 0.5),
+                         [str(c) for c in matches.category_ids])
+        t3 = time.perf_counter()
         base.append(t1 - t0)
         extra.append(t2 - t1)
+        confusion.append(t3 - t2)
         progress = timing.eta(r + 1, args.repeats, time.perf_counter() - start)
         print(f"  [{r + 1}/{args.repeats}] evaluate+accumulate {t1 - t0:.2f}s, "
-              f"+ P/R {t2 - t1:.3f}s; {progress}", flush=True)
+              f"+ P/R {t2 - t1:.3f}s, + confusion matrix {t3 - t2:.3f}s; {progress}", flush=True)
     b = statistics.median(base)
     with_pr = statistics.median([x + y for x, y in zip(base, extra)])
+    with_all = statistics.median([x + y + z for x, y, z in zip(base, extra, confusion)])
     return {"images": images, "detections": len(dets), "classes": args.classes,
             "repeats": args.repeats, "cocoeval_s": round(b, 3),
             "pr_s": round(statistics.median(extra), 4), "cocoeval_plus_pr_s": round(with_pr, 3),
-            "ratio": round(with_pr / b, 4), "budget_ratio": 1.2}
+            "ratio": round(with_pr / b, 4), "budget_ratio": 1.2,
+            "confusion_s": round(statistics.median(confusion), 4),
+            "ratio_with_confusion": round(with_all / b, 4)}
 
 
 def bench_gn(args) -> Dict:
@@ -107,7 +116,8 @@ BENCHMARKS: Dict[str, Benchmark] = {
     "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
     "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
     "e2e": Benchmark(bench_e2e, "RetinaNet R50-FPN train s/iter, peak RSS, inference s/img"),
-    "eval": Benchmark(bench_eval, "COCOeval alone vs. + P/R at 4 score x 2 IoU thresholds"),
+    "eval": Benchmark(bench_eval, "COCOeval alone vs. + P/R at 4 score x 2 IoU thresholds "
+                                  "(+ the confusion matrix)"),
 }
 
 
@@ -126,6 +136,8 @@ def target_lines(name: str, result: Dict) -> list:
     elif name == "eval":
         lines.append(("eval (COCOeval + P/R) / COCOeval", result["ratio"], result["budget_ratio"],
                       None))
+        lines.append(("eval (COCOeval + P/R + confusion matrix) / COCOeval",
+                      result["ratio_with_confusion"], result["budget_ratio"], None))
     out = []
     for label, measured, target, cpu in lines:
         verdict = ("reported" if target is None else

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Evaluate any detector's COCO results file: the 12 COCO stats, precision / recall / F1 at
-score thresholds, best-F1 thresholds and PR curves; or compare several result files side by side.
+score thresholds, best-F1 thresholds, PR curves, P/R/F1 against score and the confusion matrix at
+the main IoU (the first --iou) and --main-score; or compare several result files side by side.
 
     python tools/evaluate.py --gt ann.json --dt results.json --out DIR \\
         [--iou 0.5 0.75] [--score 0.3 0.5]
     python tools/evaluate.py --gt ann.json --dt a.json b.json --names bn gn --out DIR
 
-One file: DIR/metrics.json, DIR/metrics.csv, DIR/pr_curves.png. Several: DIR/<name>/metrics.json
-and metrics.csv per run, DIR/comparison.csv and an overlaid DIR/pr_curves.png. Bad input ends
-with a one-line error and exit status 2 (--debug shows the traceback).
+One file: DIR/metrics.json, metrics.csv, confusion_matrix.csv and the PNGs pr_curves.png,
+confusion_matrix.png, p_curve.png, r_curve.png, f1_curve.png. Several: those of each run in
+DIR/<name>/ (pr_curves.png overlaid in DIR), and DIR/comparison.csv. Bad input ends with a
+one-line error and exit status 2 (--debug shows the traceback).
 """
 import argparse
 import logging
@@ -22,9 +24,10 @@ import gn_det  # noqa: E402,F401  (compat shims before detectron2 / pycocotools 
 from gn_det.cli import run_cli  # noqa: E402
 from gn_det.evaluation import (DEFAULT_IOU_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,  # noqa: E402
                                EvaluationInputError, evaluate_detections, format_coco_table,
-                               format_comparison_table, format_pr_table, load_ground_truth,
-                               load_results, plot_pr_curves, write_comparison_csv,
-                               write_metrics_csv, write_metrics_json)
+                               format_comparison_table, format_confusion_table,
+                               format_pr_table, load_ground_truth, load_results, plot_pr_curves,
+                               write_comparison_csv, write_error_analysis, write_metrics_csv,
+                               write_metrics_json)
 
 logger = logging.getLogger("gn_det.evaluate")
 
@@ -43,10 +46,11 @@ def parse_args(argv=None):
     ap.add_argument("--score", nargs="+", type=float, default=list(DEFAULT_SCORE_THRESHOLDS),
                     help="score thresholds (operating points; default: 0.05 0.3 0.5 0.7)")
     ap.add_argument("--main-score", type=float, default=0.5,
-                    help="score threshold of the console table (default: 0.5)")
+                    help="score threshold of the console table and the confusion matrix "
+                         "(default: 0.5)")
     ap.add_argument("--max-class-panels", type=int, default=48,
                     help="per-class panels in pr_curves.png, classes with most GT first")
-    ap.add_argument("--no-plot", action="store_true", help="skip pr_curves.png")
+    ap.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     return ap.parse_args(argv)
 
@@ -93,15 +97,19 @@ def evaluate(args) -> int:
         m = metrics[names[0]]
         written += [write_metrics_json(m, os.path.join(args.out, "metrics.json")),
                     write_metrics_csv(m, os.path.join(args.out, "metrics.csv"))]
+        written += write_error_analysis(evaluations[names[0]], args.out, not args.no_plot)
         print(format_coco_table(metrics))
         print()
         print(format_pr_table(m))
+        print()
+        print(format_confusion_table(evaluations[names[0]]))
     else:
         for n, m in metrics.items():
             run_dir = os.path.join(args.out, n)
             os.makedirs(run_dir, exist_ok=True)
             written += [write_metrics_json(m, os.path.join(run_dir, "metrics.json")),
                         write_metrics_csv(m, os.path.join(run_dir, "metrics.csv"))]
+            written += write_error_analysis(evaluations[n], run_dir, not args.no_plot, title=n)
         written.append(write_comparison_csv(metrics, os.path.join(args.out, "comparison.csv")))
         print(format_coco_table(metrics))
         print()

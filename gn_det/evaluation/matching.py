@@ -13,7 +13,7 @@ at threshold s are prefix sums over the detections sorted by score. A detection 
 threshold s when its score >= s.
 """
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,10 +22,15 @@ from pycocotools.cocoeval import COCOeval
 _ALL_AREAS = [0 ** 2, 1e5 ** 2]
 
 
+def _empty(*shape) -> np.ndarray:
+    return field(default_factory=lambda: np.zeros(shape or (0,), np.int64))
+
+
 @dataclass(frozen=True)
 class Matches:
     """Every evaluated detection (top maxDets per image and class), sorted by descending score,
-    with its COCO-rule outcome at each IoU threshold, and the ground truth it competes for."""
+    with its COCO-rule outcome at each IoU threshold, and the ground truth it competes for:
+    per class (num_gt) and, in the gt_* arrays, each annotation with its image."""
 
     iou_thresholds: Tuple[float, ...]
     category_ids: Tuple[int, ...]  # class index k -> COCO category id
@@ -35,6 +40,15 @@ class Matches:
     fp: np.ndarray                 # [T, N] bool: unmatched and not ignored
     num_gt: np.ndarray             # [K] int: GT per class that count (not crowd / ignored)
     max_dets: int = 100
+    # Where each detection and GT is, for analyses per image (confusion matrix, error viewer):
+    image_ids: np.ndarray = _empty()      # [N] image id of each detection
+    det_ids: np.ndarray = _empty()        # [N] its id in the results COCO (loadRes: entry + 1)
+    gt_match: np.ndarray = _empty(0, 0)   # [T, N] position in the gt_* arrays of the GT it
+    #                                       matched (regular or crowd), -1 when none
+    gt_ids: np.ndarray = _empty()         # [G] every evaluated GT annotation's id
+    gt_image_ids: np.ndarray = _empty()   # [G] its image id
+    gt_labels: np.ndarray = _empty()      # [G] its class index
+    gt_ignore: np.ndarray = _empty()      # [G] bool: crowd / ignored (never TP, never FN)
 
     @property
     def ignored(self) -> np.ndarray:
@@ -85,14 +99,20 @@ def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> 
     if not entries:
         z = np.zeros((n_t, 0), dtype=bool)
         return Matches(iou_thresholds, tuple(cat_ids), np.zeros(0), np.zeros(0, np.int64), z, z,
-                       np.zeros(len(cat_ids), np.int64), max_dets=int(p.maxDets[-1]))
+                       np.zeros(len(cat_ids), np.int64), max_dets=int(p.maxDets[-1]),
+                       gt_match=np.zeros((n_t, 0), np.int64), gt_ignore=np.zeros(0, bool))
     ks = np.array([k for k, _, _ in entries], dtype=np.int64)
     gt_ig = [e["gtIgnore"] for _, e, _ in entries]
-    num_gt = np.bincount(np.repeat(ks, [len(g) for g in gt_ig]),
-                         weights=np.concatenate(gt_ig) == 0,
-                         minlength=len(cat_ids)).astype(np.int64)
+    gt_ignore = np.concatenate(gt_ig).astype(bool)
+    gt_labels = np.repeat(ks, [len(g) for g in gt_ig])
+    num_gt = np.bincount(gt_labels, weights=~gt_ignore, minlength=len(cat_ids)).astype(np.int64)
+    gt_ids = np.concatenate([e["gtIds"] for _, e, _ in entries]).astype(np.int64)
+    gt_image_ids = np.repeat([e["image_id"] for _, e, _ in entries], [len(g) for g in gt_ig])
+    n_dets = [len(e["dtScores"]) for _, e, _ in entries]
     scores = np.concatenate([e["dtScores"] for _, e, _ in entries]).astype(np.float64)
-    labels = np.repeat(ks, [len(e["dtScores"]) for _, e, _ in entries])
+    labels = np.repeat(ks, n_dets)
+    image_ids = np.repeat([e["image_id"] for _, e, _ in entries], n_dets)
+    det_ids = np.concatenate([e["dtIds"] for _, e, _ in entries]).astype(np.int64)
 
     def rows(key: str) -> np.ndarray:
         """[T, N]: evalImgs' per-detection field `key` at each requested IoU threshold."""
@@ -102,10 +122,20 @@ def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> 
 
     dtm, dtig = rows("dtMatches"), rows("dtIgnore").astype(bool)
     tp, fp = (dtm > 0) & ~dtig, (dtm == 0) & ~dtig
+    # dtMatches holds the matched GT's annotation id (0: none): its position in gt_ids instead
+    by_id = np.argsort(gt_ids, kind="mergesort")
+    if np.any(np.diff(gt_ids[by_id]) == 0):
+        raise ValueError("ground-truth annotation ids repeat, so COCOeval's matches are ambiguous; "
+                         "load the annotations with gn_det.evaluation.load_ground_truth, which "
+                         "renumbers them")
+    at = np.searchsorted(gt_ids[by_id], dtm.astype(np.int64)).clip(0, max(len(gt_ids) - 1, 0))
+    gt_match = np.where(dtm > 0, by_id[at] if len(gt_ids) else -1, -1)
     order = np.argsort(-scores, kind="mergesort")  # as pycocotools' accumulate()
     scores, labels, tp, fp = scores[order], labels[order], tp[:, order], fp[:, order]
     return Matches(iou_thresholds, tuple(cat_ids), scores, labels, tp, fp, num_gt,
-                   max_dets=int(p.maxDets[-1]))
+                   max_dets=int(p.maxDets[-1]), image_ids=image_ids[order],
+                   det_ids=det_ids[order], gt_match=gt_match[:, order], gt_ids=gt_ids,
+                   gt_image_ids=gt_image_ids, gt_labels=gt_labels, gt_ignore=gt_ignore)
 
 
 def _evaluate_extra(cocoeval: COCOeval, p, thresholds: List[float], a_all: int) -> list:

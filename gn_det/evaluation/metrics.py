@@ -1,5 +1,6 @@
 """One evaluation of detections against COCO ground truth: the 12 COCO stats, per-class AP,
-precision / recall / F1 / TP / FP / FN at operating thresholds, and the best-F1 threshold per class.
+precision / recall / F1 / TP / FP / FN at operating thresholds, the best-F1 threshold per class,
+and the confusion matrix at the main (IoU, score) (gn_det.evaluation.confusion).
 
 All values are fractions in [0, 1] (None where COCO leaves a stat undefined). "overall" pools the
 classes (micro average: summed TP, FP, FN), which is what a deployment at one threshold sees.
@@ -13,6 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .coco_stats import coco_stats, per_class_ap, run_cocoeval
+from .confusion import ConfusionMatrix, Outcomes, confusion_matrix, outcomes_at
 from .matching import Matches, best_f1, counts_at, match_from_cocoeval, ratios
 from .results import category_names, results_to_coco
 
@@ -38,6 +40,8 @@ class Evaluation:
     main_iou: float
     main_score: float
     score_thresholds: Sequence[float]
+    outcomes: Optional[Outcomes] = None          # every detection / GT at the main thresholds
+    confusion: Optional[ConfusionMatrix] = None  # the confusion matrix there
 
 
 def check_thresholds(iou_thresholds: Sequence[float], score_thresholds: Sequence[float],
@@ -85,6 +89,8 @@ def evaluate_detections(coco_gt: COCO, detections: List[Dict],
                               for k, n in enumerate(names)},
             } for j, s in enumerate(scores)}
     ap = per_class_ap(cocoeval)
+    outcomes = outcomes_at(cocoeval, matches, ious[0], float(main_score))
+    confusion = confusion_matrix(matches, outcomes, names)
     metrics = {
         "coco": coco_stats(cocoeval),
         "ap_per_class": {n: ap.get(c) for n, c in zip(names, matches.category_ids)},
@@ -99,8 +105,10 @@ def evaluate_detections(coco_gt: COCO, detections: List[Dict],
             "num_detections": len(detections), "num_evaluated_detections": int(len(matches.scores)),
             "num_gt": {n: int(g) for n, g in zip(names, matches.num_gt)},
         },
+        "confusion": confusion.to_dict(),
     }
-    return Evaluation(metrics, matches, names, cocoeval, ious[0], float(main_score), scores)
+    return Evaluation(metrics, matches, names, cocoeval, ious[0], float(main_score), scores,
+                      outcomes, confusion)
 
 
 def _pr_entry(tp, fp, fn) -> Dict:

@@ -3,8 +3,10 @@
 It keeps COCOEvaluator's dataset handling (json_file or conversion to COCO), per-image conversion
 of Instances to COCO json and gathering across ranks, and replaces the scoring step: the 12 COCO
 bbox stats and per-class AP, then P/R/F1/TP/FP/FN at each (IoU, score) threshold and the best-F1
-threshold per class from the same COCOeval's matches. It writes metrics.json, metrics.csv and
-pr_curves.png to output_dir and logs the class × P/R/F1 table.
+threshold per class from the same COCOeval's matches. It writes metrics.json, metrics.csv,
+confusion_matrix.csv and (with `plot`) pr_curves.png, confusion_matrix.png, p_curve.png,
+r_curve.png and f1_curve.png to output_dir, and logs the class × P/R/F1 table and the confusion
+matrix.
 
 The returned dict holds floats only (detectron2's EvalHook logs every leaf as a scalar), scaled
 0-100 like COCOEvaluator's:
@@ -28,7 +30,8 @@ from .coco_stats import STAT_NAMES, coco_stats, per_class_ap, run_cocoeval
 from .metrics import (DEFAULT_IOU_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS, Evaluation,
                       check_thresholds, evaluate_detections, threshold_key)
 from .plots import plot_pr_curves
-from .report import format_coco_table, format_pr_table, write_metrics_csv, write_metrics_json
+from .report import (format_coco_table, format_confusion_table, format_pr_table,
+                     write_error_analysis, write_metrics_csv, write_metrics_json)
 from .results import ResultsError, category_names, load_ground_truth, load_results, results_to_coco
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ class PREvaluator(COCOEvaluator):
             iou_thresholds: P/R are computed at each; the first is the main one (best F1, plots).
             score_thresholds: operating points; a detection counts when its score >= threshold.
             main_score: the score of the logged table (added to score_thresholds if absent).
-            plot: write pr_curves.png to output_dir.
+            plot: write the PNGs (PR curves, confusion matrix, P/R/F1 against score).
         """
         check_thresholds(iou_thresholds, score_thresholds, main_score)
         super().__init__(dataset_name, tasks=None, distributed=distributed, output_dir=output_dir,
@@ -85,6 +88,7 @@ class PREvaluator(COCOEvaluator):
             self._eval_segm(detections, img_ids)
         logger.info("Evaluation results for bbox:\n" + format_coco_table({"bbox": ev.metrics}))
         logger.info("\n" + format_pr_table(ev.metrics))
+        logger.info("\n" + format_confusion_table(ev))
         if self._output_dir:
             self._write(ev)
 
@@ -116,11 +120,13 @@ class PREvaluator(COCOEvaluator):
         os.makedirs(self._output_dir, exist_ok=True)
         write_metrics_json(self.metrics, os.path.join(self._output_dir, "metrics.json"))
         write_metrics_csv(self.metrics, os.path.join(self._output_dir, "metrics.csv"))
+        written = ["metrics.json", "metrics.csv"]
         if self._plot:
-            plot_pr_curves({self._metadata.name: ev},
-                           os.path.join(self._output_dir, "pr_curves.png"))
-        logger.info("Wrote metrics.json, metrics.csv%s to %s",
-                    ", pr_curves.png" if self._plot else "", self._output_dir)
+            written.append(os.path.basename(plot_pr_curves(
+                {self._metadata.name: ev}, os.path.join(self._output_dir, "pr_curves.png"))))
+        written += [os.path.basename(p)
+                    for p in write_error_analysis(ev, self._output_dir, plot=self._plot)]
+        logger.info("Wrote %s to %s", ", ".join(written), self._output_dir)
 
 
 def _pct(v: Optional[float]) -> float:

@@ -1,5 +1,6 @@
-"""Writers for an evaluation's metrics: metrics.json, metrics.csv, the console tables, and the
-side-by-side comparison of several runs (e.g. BN vs GN)."""
+"""Writers for an evaluation's metrics: metrics.json, metrics.csv, the console tables, the
+side-by-side comparison of several runs (e.g. BN vs GN), and the error-analysis files
+(confusion matrix, P/R/F1 against score)."""
 import csv
 import json
 import os
@@ -8,7 +9,9 @@ from typing import Dict, List, Mapping, Optional
 from tabulate import tabulate
 
 from .coco_stats import STAT_NAMES
-from .metrics import threshold_key
+from .confusion import write_confusion_csv
+from .metrics import Evaluation, threshold_key
+from .plots import plot_confusion_matrix, plot_score_curves
 
 CSV_FIELDS = ["kind", "name", "iou", "score", "precision", "recall", "f1", "tp", "fp", "fn",
               "value"]
@@ -140,3 +143,27 @@ def write_comparison_csv(metrics_by_run: Mapping[str, Dict], path: str) -> str:
                 row += [_csv_value(by_run.get(r, {}).get(field)) for r in runs]
             writer.writerow(row)
     return path
+
+
+def write_error_analysis(ev: Evaluation, out_dir: str, plot: bool = True,
+                         title: Optional[str] = None) -> List[str]:
+    """confusion_matrix.csv in `out_dir`, and with `plot` confusion_matrix.png, p_curve.png,
+    r_curve.png and f1_curve.png; returns the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [write_confusion_csv(ev.confusion, os.path.join(out_dir, "confusion_matrix.csv"))]
+    if plot:
+        paths.append(plot_confusion_matrix(ev.confusion,
+                                           os.path.join(out_dir, "confusion_matrix.png"), title))
+        paths += plot_score_curves(ev, out_dir, title)
+    return paths
+
+
+def format_confusion_table(ev: Evaluation) -> str:
+    """The confusion matrix as a console table (rows: ground truth, columns: predicted)."""
+    cm = ev.confusion
+    headers = ["GT \\ predicted", *cm.labels]
+    rows = [[label, *row] for label, row in zip(cm.labels, cm.matrix.tolist())]
+    rows[-1][-1] = "-"
+    title = (f"Confusion matrix at IoU {threshold_key(cm.iou)}, score >= "
+             f"{threshold_key(cm.score)} (rows: ground truth, columns: predicted)")
+    return title + "\n" + tabulate(rows, headers, tablefmt="github", disable_numparse=True)

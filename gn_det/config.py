@@ -55,9 +55,10 @@ def _add_data_config(cfg: CN):
     # COCO-format datasets registered (after validation) by gn_det.data.register_datasets_from_cfg:
     # [[name, annotation_json, image_root], ...]; DATASETS.TRAIN / TEST then use the names.
     cfg.DATASETS.COCO_FORMAT = []
-    # Header-check every image file (exists, readable, 8-bit, size as in the JSON) at registration.
+    # Check every image file at registration (exists, 8-bit, size as in the JSON, decodes fully),
+    # verdicts cached per file in CACHE_DIR; off: a file that fails later is still named.
     cfg.DATASETS.CHECK_IMAGES = True
-    # Where cleaned copies of annotation files go; "" = OUTPUT_DIR/dataset_cache.
+    # Where cleaned copies of annotation files and image verdicts go; "" = OUTPUT_DIR/dataset_cache.
     cfg.DATASETS.CACHE_DIR = ""
 
 

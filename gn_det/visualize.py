@@ -23,6 +23,7 @@ from detectron2.data import detection_utils
 from detectron2.utils.visualizer import Visualizer
 
 from .cli import one_line
+from .data.images import read_image_checked
 from .evaluation.errors import FP_KINDS, ImageErrors
 from .utils.file_io import atomic_write
 from .utils.plotting import new_figure
@@ -33,18 +34,6 @@ COLORS = {"tp": "#2ca02c", "fp": "#d62728", "fn": "#ff9f1c", "ignored": "#9e9e9e
 _FP_SHORT = {"wrong_class": "cls", "duplicate": "dup", "poor_localization": "loc",
              "background": "bg"}
 _PROGRESS_FROM = 10  # images; fewer are drawn without a progress bar
-
-try:  # the broken-image checks' reader (one-line errors naming the file and its dataset)
-    from .data.images import read_image_checked
-except ImportError:  # until that lands: the same contract, here
-    def read_image_checked(path: str, dataset: str, format: str = "BGR") -> np.ndarray:
-        """detectron2's `read_image`, any failure raised as one line naming the file."""
-        try:
-            return detection_utils.read_image(path, format=format)
-        except Exception as e:  # noqa: BLE001  any reader failure is the file's fault
-            raise OSError(f"image file {path} of {dataset} cannot be read "
-                          f"({one_line(e, brief=True)}); expected a complete image file") from e
-
 
 def write_png(path: str, image: np.ndarray) -> str:
     """An RGB uint8 array as a PNG, atomically."""

@@ -18,6 +18,10 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CONFIG = str(REPO / "configs/toy/Base-RetinaNet-R18-Shapes.yaml")
+# The real datasets (raccoon, bccd: VOC XML + JPEG), read-only, beside the repository (also in CI);
+# GN_DET_SHARED_DATA points elsewhere (a git worktree of the repository that has none beside it).
+SHARED_DATA = Path(os.environ.get("GN_DET_SHARED_DATA", "") or REPO.parent / "shared" / "data")
+REAL_PHOTO = SHARED_DATA / "raccoon" / "images" / "raccoon-1.jpg"
 # name -> (how to run it, script path or module, the prog name in its error lines)
 CLIS = {
     "data": ("module", "gn_det.data", "python -m gn_det.data"),
@@ -55,6 +59,31 @@ TINY_MODEL_OPTS = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64"
                    "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
                    "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.RETINANET.NUM_CONVS", "1",
                    "MODEL.NORMS.GN.NUM_GROUPS", "8", "DATALOADER.NUM_WORKERS", "0"]
+
+
+def shared_data(path: Path = SHARED_DATA) -> Path:
+    """`path` under the shared real datasets, or skip the test (with why) when they are absent."""
+    import pytest
+
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the real datasets are expected in {SHARED_DATA}, beside "
+                    "the repository, or where GN_DET_SHARED_DATA points")
+    return path
+
+
+def cut_jpeg(path: Path, fraction: float = 2 / 3) -> Path:
+    """A real photo cut to `fraction` of its length, at `path`: PIL fails it at load()."""
+    data = shared_data(REAL_PHOTO).read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+    return path
+
+
+def jpeg_without_eoi(path: Path) -> Path:
+    """A real photo whose end marker FF D9 is replaced by NUL padding: it still decodes."""
+    data = shared_data(REAL_PHOTO).read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    path.write_bytes(data[:-2] + b"\0" * 16)
+    return path
 
 
 def tiny_dataset_opts(shapes: Path, name: str = "tiny") -> List[str]:

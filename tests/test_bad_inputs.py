@@ -12,12 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import List
 
 import pytest
 
-from cli_harness import (CLIS, KILLING_WRAPPER, REPO, TOY_CONFIG, Case, Inputs,
-                         root_logs_to_stderr, run_case, write)
+from cli_harness import (CLIS, KILLING_WRAPPER, REPO, TOY_CONFIG, Case, Inputs, cut_jpeg,
+                         jpeg_without_eoi, root_logs_to_stderr, run_case, tiny_train_opts, write)
 
 # ------------------------------------------------------------------------------ the cases
 
@@ -103,8 +104,64 @@ def pil_image(mode, size_delta=0):
     return make
 
 
+def with_photo(inputs, tmp, kind: str, split: str = "val") -> Path:
+    """A copy of the tiny shapes dataset whose first `split` image is a real photo, cut to two
+    thirds ('cut') or with its JPEG end marker stripped ('no_eoi'); its width/height in the JSON
+    are the photo's, so that only decoding can fail."""
+    from PIL import Image
+
+    shapes = tmp / "shapes"
+    shutil.copytree(inputs.shapes, shapes)
+    ann_file = shapes / "annotations" / f"{split}.json"
+    data = json.loads(ann_file.read_text())
+    make = {"cut": cut_jpeg, "no_eoi": jpeg_without_eoi}[kind]
+    with Image.open(make(shapes / split / "photo.jpg")) as im:
+        w, h = im.size
+    data["images"][0].update(file_name="photo.jpg", width=w, height=h)
+    ann_file.write_text(json.dumps(data))
+    return shapes
+
+
+def photo_case(name, kind, expect="error", words=""):
+    """`python -m gn_det.data` on the val split with a real photo, cut or without end marker."""
+    def build(inputs, tmp):
+        shapes = with_photo(inputs, tmp, kind)
+        return "data", [str(shapes / "annotations/val.json"), str(shapes / "val")]
+    return Case("images", name, expect, words, build)
+
+
+def photo_train_case(name, kind, split, prefix, words, opts=(), extra=()):
+    """tools/train_net.py on the tiny shapes with a real photo in `split`, under dataset names
+    PREFIX_train / PREFIX_val unique to the case (its files differ from the other cases')."""
+    def build(inputs, tmp):
+        shapes = with_photo(inputs, tmp, kind, split)
+        return "train_net", [*extra, "--config-file", TOY_CONFIG,
+                             *tiny_train_opts(shapes, tmp / "out", prefix), *opts]
+    return Case("images", name, "error", words, build)
+
+
 def image_cases() -> List[Case]:
+    no_check = ["DATASETS.CHECK_IMAGES", "False", "DATALOADER.NUM_WORKERS", "1"]
     return [
+        photo_case("cut JPEG (a real photo cut to two thirds)", "cut",
+                   words=("images[0] 'photo.jpg' cannot be decoded (OSError: image file is "
+                          "truncated (", "the file is damaged")),
+        photo_case("JPEG without end marker that decodes", "no_eoi", "warning",
+                   ("1 of 2 JPEG files under", "do not end with the JPEG end marker FF D9 but "
+                    "decode (first 1: 'photo.jpg')")),
+        photo_train_case("train_net: registration refuses a cut JPEG", "cut", "train",
+                         "cut_reg", ("(dataset 'cut_reg_train')",
+                                     "images[0] 'photo.jpg' cannot be decoded")),
+        photo_train_case("train_net with DATASETS.CHECK_IMAGES False: cut JPEG in training",
+                         "cut", "train", "cut_train",
+                         ("photo.jpg of dataset 'cut_train_train' cannot be read (OSError: image "
+                          "file is truncated", "DATASETS.CHECK_IMAGES True finds every such file"),
+                         no_check),
+        photo_train_case("eval-only with DATASETS.CHECK_IMAGES False: cut JPEG in evaluation",
+                         "cut", "val", "cut_eval",
+                         ("photo.jpg of dataset 'cut_eval_val' cannot be read (OSError: image "
+                          "file is truncated"),
+                         no_check, extra=["--eval-only"]),
         image_case("image file missing", lambda p, w, h: None, words="is missing"),
         image_case("zero-byte image", lambda p, w, h: p.write_bytes(b""),
                    words="is an empty (zero-byte) file"),

@@ -1,6 +1,6 @@
-"""gn_det.data.coco: datasets registered from the config (CLI opts and YAML), validated first,
-idempotently, with cleaned boxes reaching both training (DatasetCatalog) and evaluation
-(metadata json_file)."""
+"""gn_det.data.coco: datasets registered from the config (CLI opts and YAML), validated first
+(every image decoded: a cut photo refused, JPEGs without end marker counted), idempotently, with
+cleaned boxes reaching both training (DatasetCatalog) and evaluation (metadata json_file)."""
 import importlib.util
 import json
 import logging
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from pycocotools.coco import COCO
 
 from detectron2.config import get_cfg
@@ -16,6 +17,8 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from gn_det.config import add_gn_det_config
 from gn_det.data import DatasetError, register_coco_dataset, register_datasets_from_cfg
 from gn_det.data import coco as coco_module
+
+from cli_harness import REAL_PHOTO, cut_jpeg, jpeg_without_eoi, shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,7 +157,7 @@ def test_degenerate_boxes_dropped_for_training_and_evaluation(cfg, shapes, names
     # Registering again (another process, another run) reuses the cached copy.
     coco_module._REGISTERED.pop(name)
     register_datasets_from_cfg(cfg)
-    assert len(list(Path(meta.json_file).parent.glob("*.json"))) == 1
+    assert len(list(Path(meta.json_file).parent.glob(f"{name}-*.json"))) == 1
 
 
 def test_errors_before_training_starts(cfg, shapes, names, tmp_path):
@@ -192,3 +195,54 @@ def test_builtin_dataset_with_missing_files(cfg, tmp_path, monkeypatch):
                                            r"'coco_2017_val' expects its json_file at .* "
                                            r"does not exist; .*DETECTRON2_DATASETS"):
         register_datasets_from_cfg(cfg)
+
+
+def _photo_dataset(tmp_path, kinds):
+    """A COCO json + image root of copies of a real photo: 'ok', 'cut' (to two thirds) or
+    'no_eoi' (end marker stripped, still decodes), one box each."""
+    photo = shared_data(REAL_PHOTO)
+    with Image.open(photo) as im:
+        w, h = im.size
+    make = {"ok": lambda p: p.write_bytes(photo.read_bytes()), "cut": cut_jpeg,
+            "no_eoi": jpeg_without_eoi}
+    root = tmp_path / "photos"
+    root.mkdir()
+    data = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "raccoon"}]}
+    for i, kind in enumerate(kinds, start=1):
+        make[kind](root / f"{kind}_{i}.jpg")
+        data["images"].append({"id": i, "file_name": f"{kind}_{i}.jpg", "width": w, "height": h})
+        data["annotations"].append({"id": i, "image_id": i, "category_id": 1,
+                                    "bbox": [10, 10, 50, 40], "area": 2000, "iscrowd": 0})
+    (tmp_path / "photos.json").write_text(json.dumps(data))
+    return str(tmp_path / "photos.json"), str(root)
+
+
+def test_registration_refuses_a_cut_photo_naming_file_and_dataset(cfg, names, tmp_path):
+    name = names("photos")
+    json_file, root = _photo_dataset(tmp_path, ["ok", "cut"])
+    cfg.DATASETS.COCO_FORMAT = [[name, json_file, root]]
+    with pytest.raises(DatasetError) as info:
+        register_datasets_from_cfg(cfg)
+    assert str(info.value).startswith(
+        f"{json_file} (dataset {name!r}): 1 unusable of 2 image files under {root}: images[1] "
+        "'cut_2.jpg' cannot be decoded (OSError: image file is truncated (")
+    assert name not in DatasetCatalog.list()
+    # The verdicts are kept in the dataset cache; with the check off, registration passes.
+    assert list((Path(cfg.OUTPUT_DIR) / "dataset_cache").glob("image_checks-*.json"))
+    cfg.DATASETS.CHECK_IMAGES = False
+    assert register_datasets_from_cfg(cfg) == [name]
+
+
+def test_registration_counts_jpegs_without_end_marker_in_one_warning(cfg, names, tmp_path,
+                                                                      caplog):
+    name = names("photos")
+    json_file, root = _photo_dataset(tmp_path, ["no_eoi", "ok", "no_eoi"])
+    cfg.DATASETS.COCO_FORMAT = [[name, json_file, root]]
+    cfg.DATASETS.CACHE_DIR = str(tmp_path / "my_cache")
+    with caplog.at_level(logging.WARNING, logger="gn_det.data.coco"):
+        register_datasets_from_cfg(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gn_det.data.coco"]
+    assert warnings == [f"{json_file} (dataset {name!r}): 2 of 3 JPEG files under {root} do not "
+                        "end with the JPEG end marker FF D9 but decode (first 2: 'no_eoi_1.jpg', "
+                        "'no_eoi_3.jpg'); they may be cut short: check their bottom rows"]
+    assert list((tmp_path / "my_cache").glob("image_checks-*.json"))

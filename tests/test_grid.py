@@ -103,6 +103,11 @@ def test_the_batch_changes_only_the_schedule(data_opts, tmp_path):
                        "SOLVER.WARMUP_ITERS", "SOLVER.STEPS", "SOLVER.CHECKPOINT_PERIOD"}
     assert (one.SEED, four.SEED) == (3, 3)
     assert one.OUTPUT_DIR.endswith("bn_all/bs1") and four.OUTPUT_DIR.endswith("bn_all/bs4")
+    # One dataset cache for the grid, outside the cell folders; a moved cache is no new config.
+    assert one.DATASETS.CACHE_DIR == four.DATASETS.CACHE_DIR == str(tmp_path / "dataset_cache")
+    moved = one.clone()
+    moved.DATASETS.CACHE_DIR = "/elsewhere"
+    assert config_differences(one.dump(), moved.dump()) == []
 
 
 def test_cell_config_round_trips_through_its_yaml_dump(data_opts, tmp_path):

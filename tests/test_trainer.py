@@ -1,12 +1,16 @@
 """gn_det.engine.trainer: Trainer on real (tiny) detectron2 training runs."""
+import json
+import shutil
+
 import pytest
 import torch
 
 from gn_det.config import load_cfg
-from gn_det.data import register_datasets_from_cfg
+from gn_det.data import ImageReadError, register_datasets_from_cfg
 from gn_det.engine import Trainer, launch
 
 from _train_worker import train_worker
+from cli_harness import cut_jpeg, tiny_train_opts
 from conftest import TOY_CONFIG
 
 
@@ -37,3 +41,24 @@ def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
         "model_0000003.pth", "model_0000007.pth", "model_final.pth"]
     assert not list((tmp_path / "rank1").glob("*.pth"))  # only rank 0 writes checkpoints
     assert r0["loss_after"] < r0["loss_before"], (r0["loss_before"], r0["loss_after"])
+
+
+def test_loaders_name_the_file_and_dataset_of_an_image_that_fails(tiny_shapes, tmp_path):
+    """Trainer's train and test loaders (2 worker processes) raise one line naming the cut photo
+    and its dataset, as train_net shows it (tests/test_bad_inputs.py runs the CLI)."""
+    shapes = tmp_path / "shapes"
+    shutil.copytree(tiny_shapes, shapes)
+    for split in ("train", "val"):
+        cut_jpeg(shapes / split / json.loads(
+            (shapes / "annotations" / f"{split}.json").read_text())["images"][0]["file_name"])
+    cfg = load_cfg(TOY_CONFIG, tiny_train_opts(shapes, tmp_path / "out", "cutloader") + [
+        "DATASETS.CHECK_IMAGES", "False", "DATALOADER.NUM_WORKERS", "2"])
+    register_datasets_from_cfg(cfg)
+    for name, loader in (("cutloader_train", Trainer.build_train_loader(cfg)),
+                         ("cutloader_val", Trainer.build_test_loader(cfg, "cutloader_val"))):
+        with pytest.raises(ImageReadError) as info:
+            for _ in zip(range(8), loader):
+                pass
+        assert str(info.value).startswith(f"image file {shapes / name.split('_')[1]}/")
+        assert f" of dataset {name!r} cannot be read (OSError: image file is truncated (" \
+            in str(info.value)

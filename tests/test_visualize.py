@@ -5,21 +5,19 @@ annotated and as the training loader feeds it; bad input is one line."""
 import csv
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cli_harness import (HAND_ANNS, HAND_DETS, REPO, TINY_MODEL_OPTS, TOY_CONFIG, coco_scene,
+from cli_harness import (HAND_ANNS, HAND_DETS, SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG,
+                         coco_scene, shared_data,
                          run_cli, tiny_dataset_opts)
 from gn_det.evaluation.errors import image_errors, worst_images
 from gn_det.evaluation.metrics import evaluate_detections
 from gn_det.evaluation.results import load_ground_truth, load_results
 from gn_det.visualize import COLORS, draw_image_errors, header_height, write_error_images
 
-# The real datasets beside the repository (CI), or where GN_DET_SHARED_DATA points (a worktree).
-SHARED_DATA = Path(os.environ.get("GN_DET_SHARED_DATA", "") or REPO.parent / "shared" / "data")
 BCCD = SHARED_DATA / "bccd"
 
 
@@ -111,9 +109,7 @@ def test_show_errors_cli(tmp_path):
 
 def bccd_subset(tmp_path, stems=("BloodImage_00000", "BloodImage_00002", "BloodImage_00014")):
     """A few real BCCD photographs converted with datasets/voc_to_coco.py into tmp_path."""
-    if not (BCCD / "Annotations").is_dir():
-        pytest.skip(f"{BCCD} is absent: the real datasets are expected beside the repository, "
-                    "or where GN_DET_SHARED_DATA points")
+    shared_data(BCCD / "Annotations")
     (tmp_path / "list.txt").write_text("\n".join(stems) + "\n")
     code, _, err = run_cli("voc_to_coco", [
         "--xml-dir", str(BCCD / "Annotations"), "--list", str(tmp_path / "list.txt"),

@@ -170,6 +170,8 @@ def build_grid(args):
         opts += ["DATASETS.TRAIN", (args.dataset[0],), "DATASETS.TEST", (args.dataset[1],)]
     opts += list(args.opts)
     base = load_cfg(args.base_config, opts)
+    if not base.DATASETS.CACHE_DIR:  # the grid's dataset cache, as its cells use (Grid.cell_cfg)
+        base.DATASETS.CACHE_DIR = os.path.abspath(os.path.join(args.out, "dataset_cache"))
     register_datasets_from_cfg(base)
     schedule = Schedule.from_cfg(base)
     overrides = {"images": args.max_images, "lr_per_image": args.lr_per_image,

@@ -7,10 +7,11 @@
       TRAIN: ("shapes_train",)
       TEST: ("shapes_val",)
 
-Each entry is validated (gn_det.data.validate: structure, ids, boxes; gn_det.data.images: the
-image files) and then registered with detectron2's own `register_coco_instances`, so loading is
-detectron2's `load_coco_json` and the metadata (json_file, image_root, evaluator_type "coco",
-thing_classes) is what detectron2's and gn_det's evaluators expect.
+Each entry is validated (gn_det.data.validate: structure, ids, boxes; gn_det.data.images: every
+image file decoded fully, verdicts cached per file in DATASETS.CACHE_DIR) and then registered with
+detectron2's own `register_coco_instances`, so loading is detectron2's `load_coco_json` and the
+metadata (json_file, image_root, evaluator_type "coco", thing_classes) is what detectron2's and
+gn_det's evaluators expect.
 
 When validation had to drop or clip boxes, the *cleaned* annotations are written once to
 DATASETS.CACHE_DIR (default OUTPUT_DIR/dataset_cache, named by the source's content hash) and that
@@ -62,7 +63,10 @@ def register_coco_dataset(name: str, json_file: str, image_root: str, cache_dir:
 
     cleaned, raw = validate_coco_file(json_file)
     if check_images:
-        check_image_files(cleaned.data["images"], image_root, json_file)
+        report = check_image_files(cleaned.data["images"], image_root, json_file, dataset=name,
+                                   cache_dir=cache_dir)
+        if report.warning:
+            logger.warning(report.warning)
     registered_json = os.path.abspath(json_file)
     if cleaned.changed:
         registered_json = _write_cleaned(cleaned.data, raw, name, cache_dir)

@@ -11,12 +11,15 @@ import warnings
 import weakref
 
 
+from detectron2.data import (DatasetMapper, build_detection_test_loader,
+                             build_detection_train_loader)
 from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import describe_norms
+from ..data.images import ImageNamingMapper
 from ..evaluation import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from .checkpoint import AtomicCheckpointer
@@ -96,6 +99,19 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+    # --- image read errors named (issue 14): detectron2's loaders, with the mapper wrapped so an
+    # image that fails to decode is one line naming the file and its dataset (from workers too).
+    @classmethod
+    def build_train_loader(cls, cfg):
+        mapper = ImageNamingMapper(DatasetMapper(cfg, is_train=True), cfg.DATASETS.TRAIN)
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = ImageNamingMapper(DatasetMapper(cfg, is_train=False), [dataset_name])
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+    # --- end of image read errors named
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

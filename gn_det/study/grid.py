@@ -162,13 +162,17 @@ class Grid:
         return [Cell(p, b) for p in self.presets for b in self.batches]
 
     def cell_cfg(self, cell: Cell, out: str) -> CfgNode:
-        """The complete, validated config of one cell (datasets registered)."""
+        """The complete, validated config of one cell (datasets registered). Unless set, the
+        dataset cache (image verdicts, cleaned annotations) is one for the grid, OUT/dataset_cache:
+        cells reuse it, and a cell folder holds only what its run wrote."""
         solver = self.schedule.solver(cell.batch)
         solver["OUTPUT_DIR"] = os.path.abspath(cell.folder(out))
         opts = list(cell.preset.opts) + list(self.opts)
         for key, value in solver.items():
             opts += [key, value]
         cfg = load_cfg(cell.preset.config_file or self.base_config, opts)
+        if not cfg.DATASETS.CACHE_DIR:
+            cfg.DATASETS.CACHE_DIR = os.path.abspath(os.path.join(out, "dataset_cache"))
         register_datasets_from_cfg(cfg)
         return cfg
 

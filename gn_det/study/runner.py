@@ -31,7 +31,8 @@ RESULT = "result.json"
 FAILED = "failed.json"
 PROCESS_LOG = "process.log"
 FINISHED = ("done", "diverged")
-_IGNORED_KEYS = ("OUTPUT_DIR",)  # may differ between runs of the same grid (e.g. a moved --out)
+# may differ between runs of the same grid (e.g. a moved --out); caches do not change results
+_IGNORED_KEYS = ("OUTPUT_DIR", "DATASETS.CACHE_DIR")
 
 
 class Eta:

@@ -198,7 +198,7 @@ def browse_dataset(cfg, name: str, out_dir: str, num: int = 20,
     total = len(dicts) if num <= 0 else min(num, len(dicts))
     os.makedirs(out_dir, exist_ok=True)
     if source == "annotation":
-        samples = ((d, read_image_checked(d["file_name"], f"dataset {name!r}", format="RGB"))
+        samples = ((d, read_image_checked(d["file_name"], name, format="RGB"))
                    for d in dicts[:total])
     else:
         samples = _loader_samples(cfg, name, total)

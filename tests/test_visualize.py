@@ -86,8 +86,9 @@ def test_missing_and_truncated_images_are_named(tmp_path):
         write_error_images(worst, str(root), str(tmp_path / "out"), ev.class_names, "gt.json")
     data = (root / "1.jpg").read_bytes()
     (root / "5.jpg").write_bytes(data[:len(data) * 2 // 3])  # a JPEG cut short
-    with pytest.raises((OSError, ValueError), match=r"image file .*5\.jpg of gt.json cannot be "
-                                                    r"read \(OSError: image file is truncated"):
+    with pytest.raises((OSError, ValueError), match=r"image file .*5\.jpg of dataset 'gt.json' "
+                                                    r"cannot be read \(OSError: image file is "
+                                                    r"truncated"):
         write_error_images(worst, str(root), str(tmp_path / "out"), ev.class_names, "gt.json")
 
 

@@ -55,3 +55,37 @@ def tiny_train_opts(tiny_shapes, tmp_path):
     (6 iterations, checkpoints every 2), shared with tools/check_bad_inputs.py."""
     opts = load_tool("check_bad_inputs").tiny_train_opts(tiny_shapes, tmp_path / "out")
     return opts[:-2] + ["SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(tmp_path / "out")]
+
+
+
+@__import__("contextlib").contextmanager
+def process_group_of_one(directory):
+    """A one-process gloo group while in the block (what building SyncBN needs)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{directory}/pg", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def detectron2_norm_names():
+    """The names the installed detectron2's get_norm knows: the string keys of the dict in its
+    source (so a name added upstream shows up in the tests that use this list)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from detectron2.layers import get_norm
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(get_norm)))
+    names = sorted({k.value for d in ast.walk(tree) if isinstance(d, ast.Dict) for k in d.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)})
+    assert {"BN", "GN"} <= set(names), names  # the source was read
+    for name in names:  # and each is a name get_norm builds, not some other string
+        get_norm(name, 32)
+    return names
+
+
+D2_NORM_NAMES = detectron2_norm_names()

@@ -23,9 +23,9 @@ class AccumulatingTrainer(SimpleTrainer):
     With `amp` (SOLVER.AMP.ENABLED) the forwards run under autocast, by default on CUDA in fp16
     with a grad scaler (every micro-step's loss is scaled; the scaler unscales, steps and updates
     once per optimizer step, skipping steps whose gradients overflowed), as detectron2's
-    AMPTrainer does for one micro-step; on CPU in bf16 (detectron2's AMP is CUDA-only; fp16 on
-    CPU is slow), which keeps fp32's exponent range and so needs no scaler. `precision` fp16
-    always gets a scaler on the model's device."""
+    AMPTrainer does for one micro-step; on CPU in bf16 (detectron2's AMPTrainer is CUDA-only),
+    which keeps fp32's exponent range and so needs no scaler. `precision` fp16 always gets a
+    scaler on the model's device."""
 
     def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1,
                  amp: bool = False, precision: Optional[torch.dtype] = None, grad_scaler=None):

@@ -34,20 +34,20 @@ EXIT_LOST_PEER = 3
 logger = logging.getLogger(__name__)
 
 
-class RankError(ValueError):
-    """A user error raised in one of the launched processes, as one line naming the rank."""
+class _RankLine:
+    """An error of one launched process, as one line naming its rank."""
 
     def __init__(self, rank: int, type_name: str, message: str):
         self.rank, self.type_name = rank, type_name
         super().__init__(f"rank {rank}: {message}")
 
 
-class RankLost(ConnectionError):
-    """A launched process that died (killed by a signal) or lost another rank, as one line."""
+class RankError(_RankLine, ValueError):
+    """A user error raised in one of the launched processes."""
 
-    def __init__(self, rank: int, type_name: str, message: str):
-        self.rank, self.type_name = rank, type_name
-        super().__init__(f"rank {rank}: {message}")
+
+class RankLost(_RankLine, ConnectionError):
+    """A launched process that died (killed by a signal) or lost another rank."""
 
 
 def cuda_processes(procs_per_machine: int, cuda_devices: Optional[int] = None) -> bool:

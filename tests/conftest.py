@@ -89,3 +89,26 @@ def detectron2_norm_names():
 
 
 D2_NORM_NAMES = detectron2_norm_names()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for --dist-url tcp://127.0.0.1:PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_with_children(popens) -> None:
+    """Kill the commands still running and every process they started (when a test fails or
+    times out, nothing is left behind)."""
+    import psutil
+
+    for popen in popens:
+        if popen.poll() is None:
+            parent = psutil.Process(popen.pid)
+            for p in parent.children(recursive=True) + [parent]:
+                with __import__("contextlib").suppress(psutil.NoSuchProcess):
+                    p.kill()
+            popen.wait()

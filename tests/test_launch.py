@@ -2,7 +2,6 @@
 lost ranks coming back as one line."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from gn_det.engine import launch
 from gn_det.engine.launch import RankError, cuda_processes, lost_peer_message, threads_per_process
 
 from _launch_worker import all_reduce_worker, failing_worker
-from conftest import REPO, TOY_CONFIG
+from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
 def test_the_machine_decides_cuda_or_cpu():
@@ -85,18 +84,12 @@ def test_lost_peer_message_names_the_rank():
     assert lost_peer_message(ValueError(GLOO_RESET), 0, 2) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
 def test_sigkill_of_one_machine_is_one_line_on_the_other(tiny_train_opts, tmp_path):
     """Two train_net commands over loopback; SIGKILL rank 1 mid-training: both commands exit
     non-zero at once (not after the 30-minute collective timeout), each with one line naming
     rank 1."""
-    url = f"tcp://127.0.0.1:{_free_port()}"
+    url = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the two "machines" share this one's cores
     commands = [
         subprocess.Popen([sys.executable, str(REPO / "tools/train_net.py"), "--config-file",
@@ -106,17 +99,20 @@ def test_sigkill_of_one_machine_is_one_line_on_the_other(tiny_train_opts, tmp_pa
                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
         for rank in (0, 1)]
-    deadline = time.time() + 400
-    while not (tmp_path / "m0" / "last_checkpoint").exists():  # rank 0 has trained 2 iterations
-        assert time.time() < deadline and all(c.poll() is None for c in commands)
-        time.sleep(0.2)
-    (rank1,) = [p for p in psutil.Process(commands[1].pid).children()
-                if "spawn_main" in " ".join(p.cmdline())]
-    rank1.send_signal(signal.SIGKILL)
-    killed = time.time()
-    _, err0 = commands[0].communicate(timeout=60)
-    _, err1 = commands[1].communicate(timeout=60)
-    assert time.time() - killed < 60
+    try:
+        deadline = time.time() + 400
+        while not (tmp_path / "m0" / "last_checkpoint").exists():  # rank 0 trained 2 iterations
+            assert time.time() < deadline and all(c.poll() is None for c in commands)
+            time.sleep(0.2)
+        (rank1,) = [p for p in psutil.Process(commands[1].pid).children()
+                    if "spawn_main" in " ".join(p.cmdline())]
+        rank1.send_signal(signal.SIGKILL)
+        killed = time.time()
+        _, err0 = commands[0].communicate(timeout=60)
+        _, err1 = commands[1].communicate(timeout=60)
+        assert time.time() - killed < 60
+    finally:
+        kill_with_children(commands)
     assert commands[0].returncode == 2 and commands[1].returncode == 2
     assert err0.strip().splitlines()[-1].startswith(
         "train_net: error: rank 0: lost rank 1 (gloo: "), err0[-3000:]

@@ -1,7 +1,6 @@
 """gn_det.engine.trainer: Trainer and setup_cfg on real (tiny) detectron2 training runs."""
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import torch
 from gn_det.engine import Trainer, launch, setup_cfg
 
 from _train_worker import train_worker
-from conftest import REPO, TOY_CONFIG
+from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
 def test_setup_cfg_cpu_and_errors(tiny_train_opts):
@@ -69,12 +68,6 @@ def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
     assert r0["loss_after"] < r0["loss_before"], (r0["loss_before"], r0["loss_after"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
 def test_two_machines_over_loopback_train_identically(tiny_train_opts, tmp_path):
     """--num-machines 2 --machine-rank 0|1 --dist-url tcp://127.0.0.1:PORT, as two separate
@@ -92,9 +85,12 @@ def test_two_machines_over_loopback_train_identically(tiny_train_opts, tmp_path)
                                   TOY_CONFIG, str(tmp_path), *opts], cwd=REPO, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for rank in (0, 1)]
-    for m in machines:
-        _, err = m.communicate(timeout=600)
-        assert m.returncode == 0, err[-3000:]
+    try:
+        for m in machines:
+            _, err = m.communicate(timeout=600)
+            assert m.returncode == 0, err[-3000:]
+    finally:
+        kill_with_children(machines)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in r0["model"]:
         assert torch.equal(r0["model"][k], r1["model"][k]), k

@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Iterable, Tuple, Type
+from typing import Callable, Iterable, List, Tuple, Type
 
 # Errors caused by input (files, configs, values, the file system), as opposed to bugs.
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
@@ -13,6 +13,9 @@ EXIT_USER_ERROR = 2
 # detectron2's training loop logs the traceback of any exception before re-raising it.
 TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
 _BRIEF_LIMIT = 160
+# Failures that are no user error but still end in one line, in the log too: predicates added by
+# the module that maps them to that line (gn_det.engine.launch: a lost peer).
+ONE_LINE_FAILURES: List[Callable[[BaseException], bool]] = []
 
 
 def debug_requested(argv=None) -> bool:
@@ -54,18 +57,22 @@ def run_cli(main: Callable[[], object], prog: str) -> None:
 
 
 class _NoUserErrorTraceback(logging.Filter):
-    """Replaces the traceback of a log record about a user error by the error's one line."""
+    """Replaces the traceback of a log record about a user error (or a ONE_LINE_FAILURES one) by
+    the error's one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
-            record.msg, record.args = f"{record.getMessage()} {one_line(record.exc_info[1])}", ()
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, USER_ERRORS)
+                                or any(p(exc) for p in ONE_LINE_FAILURES)):
+            record.msg, record.args = f"{record.getMessage()} {one_line(exc)}", ()
             record.exc_info, record.exc_text = None, None
         return True
 
 
 def quiet_logged_tracebacks(names: Iterable[str] = TRACEBACK_LOGGERS) -> None:
-    """Keep user errors one line in the log too: loggers that log an exception's traceback before
-    re-raising it (detectron2's training loop) log only its message. No-op with --debug."""
+    """Keep user errors (and ONE_LINE_FAILURES) one line in the log too: loggers that log an
+    exception's traceback before re-raising it (detectron2's training loop) log only its message.
+    No-op with --debug."""
     if debug_requested():
         return
     for name in names:

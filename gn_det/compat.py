@@ -11,7 +11,9 @@ false and nothing is touched. `apply_all()` runs before anything imports detectr
 | pkg_resources  | `model_zoo` imports pkg_resources (setuptools<81)| main: importlib            |
 | numpy_aliases  | `np.int`/`np.float`/... removed in numpy 1.24    | main: builtin `int`/`float`|
 | coco_fast_eval | COCOEvaluator's fast path needs `_C`             | use_fast_impl=False        |
-| launch (engine)| `launch()` hard-codes NCCL + CUDA                | main: GLOO without CUDA    |
+
+Not a shim: multi-process CPU runs (gn_det.engine.launch) take gn_det's gloo launcher on every
+detectron2, because main's own gloo fallback gives each process all the cores.
 """
 import contextlib
 import importlib.util
@@ -158,19 +160,6 @@ def missing_numpy_aliases(numpy_module=None, d2_sources: Optional[List[str]] = N
 def needs_coco_fast_eval_fallback(compiled: Optional[bool] = None) -> bool:
     """True when COCOEvaluator's default fast path (COCOeval_opt) cannot run: no `_C`."""
     return not (has_compiled_ops() if compiled is None else compiled)
-
-
-def needs_cpu_launch(cuda_available: Optional[bool] = None,
-                     d2_worker_src: Optional[str] = None) -> bool:
-    """True when there is no CUDA and detectron2's launch worker only knows NCCL (v0.6); main
-    picks GLOO itself when CUDA is absent."""
-    if cuda_available is None:
-        import torch
-
-        cuda_available = torch.cuda.is_available()
-    if d2_worker_src is None:
-        d2_worker_src = _d2_source("engine/launch.py")
-    return not cuda_available and "gloo" not in d2_worker_src.lower()
 
 
 # ----------------------------------------------------------------------------------- shims

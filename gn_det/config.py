@@ -14,8 +14,11 @@ component's settings.
         RETINANET_HEAD: {TYPE: "GN", WS: True, NUM_GROUPS: 16}    # per-component override
 
 TYPE "" inherits detectron2's own key for that component (so stock configs work unchanged);
-TYPE "none" means no norm. NUM_GROUPS / CHANNELS_PER_GROUP: 0 = unset; a component that sets
-either overrides the shared pair; both unset everywhere means 32 groups.
+TYPE "none" means no norm. Norm names mean what detectron2's get_norm means (BN, SyncBN, nnSyncBN,
+FrozenBN, GN, naiveSyncBN, naiveSyncBN_N, LN), plus gn_det's LN_CHW (the GN paper's LN) and IN:
+see gn_det.layers.norm. NUM_GROUPS / CHANNELS_PER_GROUP: 0 = unset; a component that sets
+either overrides the shared pair; both unset everywhere means 32 groups. EPS: 0 = the
+component's own, else MODEL.NORMS.GN.EPS for GN / LN_CHW / IN, else the layer's default.
 """
 import logging
 import os
@@ -27,7 +30,7 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-from .layers import ConvNormSpec, NormSpec, WSSpec, canonical_norm_type
+from .layers import GROUP_NORM_TYPES, ConvNormSpec, NormSpec, WSSpec, canonical_norm_type
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ def _add_eval_config(cfg: CN):
 def _add_train_config(cfg: CN):
     # Micro-steps per optimizer step: effective batch = IMS_PER_BATCH * ACCUMULATE_STEPS.
     cfg.SOLVER.ACCUMULATE_STEPS = 1
-    # Weight decay of GN/LN/IN affine parameters (Detectron's WEIGHT_DECAY_GN).
+    # Weight decay of GN/LN_CHW/IN (nn.GroupNorm) affine parameters (Detectron's WEIGHT_DECAY_GN).
     cfg.SOLVER.WEIGHT_DECAY_GN = 0.0
     # "SGD" (detectron2's, with SOLVER.MOMENTUM / NESTEROV) or "AdamW" (decoupled weight decay;
     # takes a ~10-100x smaller BASE_LR than SGD).
@@ -123,7 +126,8 @@ def component_spec(cfg: CN, component: str) -> ConvNormSpec:
     else:
         groups, per_group, where = shared.NUM_GROUPS, shared.CHANNELS_PER_GROUP, "MODEL.NORMS.GN"
     try:
-        norm = NormSpec(norm_type, groups, per_group, node.EPS or shared.EPS)
+        eps = node.EPS or (shared.EPS if norm_type in GROUP_NORM_TYPES else None)
+        norm = NormSpec(norm_type, groups, per_group, eps)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     try:

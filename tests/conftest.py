@@ -72,3 +72,60 @@ def tiny_train_opts(tiny_shapes, tmp_path):
 
     opts = opts_for(tiny_shapes, tmp_path / "out")
     return opts[:-2] + ["SOLVER.MAX_ITER", "6", "OUTPUT_DIR", str(tmp_path / "out")]
+
+
+
+@__import__("contextlib").contextmanager
+def process_group_of_one(directory):
+    """A one-process gloo group while in the block (what building SyncBN needs)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{directory}/pg", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def detectron2_norm_names():
+    """The names the installed detectron2's get_norm knows: the string keys of the dict in its
+    source (so a name added upstream shows up in the tests that use this list)."""
+    import ast
+    import inspect
+    import textwrap
+
+    from detectron2.layers import get_norm
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(get_norm)))
+    names = sorted({k.value for d in ast.walk(tree) if isinstance(d, ast.Dict) for k in d.keys
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)})
+    assert {"BN", "GN"} <= set(names), names  # the source was read
+    for name in names:  # and each is a name get_norm builds, not some other string
+        get_norm(name, 32)
+    return names
+
+
+D2_NORM_NAMES = detectron2_norm_names()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for --dist-url tcp://127.0.0.1:PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_with_children(popens) -> None:
+    """Kill the commands still running and every process they started (when a test fails or
+    times out, nothing is left behind)."""
+    import psutil
+
+    for popen in popens:
+        if popen.poll() is None:
+            parent = psutil.Process(popen.pid)
+            for p in parent.children(recursive=True) + [parent]:
+                with __import__("contextlib").suppress(psutil.NoSuchProcess):
+                    p.kill()
+            popen.wait()

@@ -7,6 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from gn_det.config import (add_gn_det_config, all_component_specs, component_spec, describe_norms,
                            load_cfg)
+from gn_det.layers import detectron2_layer_norm
 
 from conftest import TOY_CONFIG
 
@@ -41,6 +42,27 @@ def test_group_settings_shared_and_overridden(cfg):
     fpn, box = component_spec(cfg, "FPN").norm, component_spec(cfg, "BOX_HEAD").norm
     assert (fpn.num_groups, fpn.channels_per_group, fpn.eps) == (16, 0, 1e-6)
     assert (box.num_groups, box.channels_per_group) == (0, 8)
+
+
+def test_names_mean_what_detectron2_means(cfg):
+    """An inherited detectron2 key keeps detectron2's meaning; gn_det's paper LN is LN_CHW, and
+    the shared GN eps reaches the GroupNorm family only (LN keeps detectron2's 1e-6)."""
+    cfg.MODEL.NORMS.GN.EPS = 1e-3
+    cfg.MODEL.RESNETS.NORM, cfg.MODEL.FPN.NORM = "naiveSyncBN_N", "nnSyncBN"
+    cfg.MODEL.NORMS.BOX_HEAD.TYPE, cfg.MODEL.NORMS.MASK_HEAD.TYPE = "LN_CHW", "BN"
+    specs = all_component_specs(cfg)
+    assert [specs[c].norm.type for c in ("BACKBONE", "FPN", "BOX_HEAD", "MASK_HEAD")] == [
+        "naiveSyncBN_N", "SyncBN", "LN_CHW", "BN"]
+    assert (specs["BOX_HEAD"].norm.eps, specs["MASK_HEAD"].norm.eps) == (1e-3, 1e-5)
+    cfg.MODEL.RETINANET.NORM = "LN"
+    if detectron2_layer_norm() is None:
+        with pytest.raises(ValueError, match=r"^MODEL.RETINANET.NORM \(inherited by MODEL.NORMS."
+                                             r"RETINANET_HEAD.TYPE\): norm type 'LN' is "
+                                             r"detectron2's per-pixel LayerNorm"):
+            component_spec(cfg, "RETINANET_HEAD")
+    else:
+        ln = component_spec(cfg, "RETINANET_HEAD").norm
+        assert (ln.type, ln.eps) == ("LN", 1e-6)
 
 
 def test_ws_convention(cfg):

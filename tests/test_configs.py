@@ -1,11 +1,9 @@
 """configs/: every YAML loads with safe YAML, builds, trains a step and predicts on CPU, and each
 preset puts the norm and WS its name says into every component."""
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import yaml
 from torch import nn
 
@@ -17,6 +15,8 @@ from detectron2.utils.events import EventStorage
 
 from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.layers import WSConv2d
+
+from conftest import process_group_of_one
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 H, W = 64, 96  # small images keep 13 R-50 train steps on 2 shared CPU cores to about a minute
@@ -163,16 +163,8 @@ def test_syncbn_needs_a_process_group():
         build_model(load(SYNCBN))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_syncbn_builds_under_a_process_group():
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                            world_size=1)
-    try:
+def test_syncbn_builds_under_a_process_group(tmp_path):
+    with process_group_of_one(tmp_path):
         cfg = load(SYNCBN)
         model = build_model(cfg)
         assert_preset(model, cfg, EXPECTED[SYNCBN])
@@ -180,8 +172,6 @@ def test_syncbn_builds_under_a_process_group():
         with torch.no_grad():
             out = model([{"image": torch.rand(3, H, W) * 255}])
         assert isinstance(out[0]["instances"], Instances)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_one_line_switch():

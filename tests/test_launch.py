@@ -1,25 +1,32 @@
-"""gn_det.engine.launch: the CPU (gloo) path, its guard both ways, and user errors in a rank
-coming back as one line."""
-import importlib
+"""gn_det.engine.launch: CUDA or CPU (gloo) from what the machine has, user errors in a rank and
+lost ranks coming back as one line."""
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gn_det.compat import needs_cpu_launch
 from gn_det.engine import launch
-from gn_det.engine.launch import RankError, threads_per_process
+from gn_det.engine.launch import RankError, cuda_processes, lost_peer_message, threads_per_process
 
 from _launch_worker import all_reduce_worker, failing_worker
+from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
-def test_guard_both_ways():
-    v06 = 'dist.init_process_group(backend="NCCL", init_method=dist_url)'
-    main = 'dist.init_process_group(backend="NCCL" if has_gpu else "GLOO", init_method=dist_url)'
-    assert needs_cpu_launch(False, v06)
-    assert not needs_cpu_launch(False, main)
-    assert not needs_cpu_launch(True, v06)
+def test_the_machine_decides_cuda_or_cpu():
+    """No CUDA device: gloo CPU processes (on v0.6 and main alike); CUDA: detectron2's launcher,
+    one device per process."""
+    assert cuda_processes(2, cuda_devices=0) is False
+    assert cuda_processes(2, cuda_devices=2) is True and cuda_processes(1, cuda_devices=8) is True
+    with pytest.raises(ValueError, match=r"^--num-gpus 3: this machine has 2 CUDA device\(s\); "
+                                         r"expected at most that many \(CUDA_VISIBLE_DEVICES= "
+                                         r"runs CPU processes instead\)"):
+        cuda_processes(3, cuda_devices=2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU path")
@@ -54,10 +61,62 @@ def test_user_error_in_a_rank_is_one_line(monkeypatch):
 
 def test_bad_launch_arguments_are_user_errors(monkeypatch):
     """Checked here, before spawning: detectron2 asserts them inside each child process."""
-    launch_module = importlib.import_module("gn_det.engine.launch")  # the function shadows it
-    monkeypatch.setattr(launch_module, "needs_cpu_launch", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match=r"^--num-gpus 2: this machine has 1 CUDA device\(s\)"):
         launch(all_reduce_worker, 2, args=("unused",))
     with pytest.raises(ValueError, match=r"^--dist-url auto works on one machine only"):
         launch(all_reduce_worker, 1, num_machines=2, dist_url="auto", args=("unused",))
+
+
+GLOO_RESET = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error "
+              "[127.0.0.1]:36772: Connection reset by peer. This is typically caused by a remote "
+              "worker hanging or bugs in the application. Check the logs of the remote worker "
+              "before reporting an error. GLHF!")
+
+
+def test_lost_peer_message_names_the_rank():
+    assert lost_peer_message(RuntimeError(GLOO_RESET), 0, 2) == (
+        "lost rank 1 (gloo: Read error [127.0.0.1]:36772: Connection reset by peer.): it died or "
+        "its machine went away; stopping instead of waiting for the collective timeout")
+    assert lost_peer_message(RuntimeError(GLOO_RESET), 3, 4).startswith("lost another rank (gloo")
+    assert lost_peer_message(RuntimeError("CUDA out of memory"), 0, 2) is None  # a bug: traceback
+    assert lost_peer_message(ValueError(GLOO_RESET), 0, 2) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
+def test_sigkill_of_one_machine_is_one_line_on_the_other(tiny_train_opts, tmp_path):
+    """Two train_net commands over loopback; SIGKILL rank 1 mid-training: both commands exit
+    non-zero at once (not after the 30-minute collective timeout), each with one line naming
+    rank 1."""
+    url = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the two "machines" share this one's cores
+    commands = [
+        subprocess.Popen([sys.executable, str(REPO / "tools/train_net.py"), "--config-file",
+                          TOY_CONFIG, "--num-gpus", "1", "--num-machines", "2", "--machine-rank",
+                          str(rank), "--dist-url", url, *tiny_train_opts, "SOLVER.MAX_ITER",
+                          "1000", "OUTPUT_DIR", str(tmp_path / f"m{rank}")],
+                         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+        for rank in (0, 1)]
+    try:
+        deadline = time.time() + 400
+        while not (tmp_path / "m0" / "last_checkpoint").exists():  # rank 0 trained 2 iterations
+            assert time.time() < deadline and all(c.poll() is None for c in commands)
+            time.sleep(0.2)
+        (rank1,) = [p for p in psutil.Process(commands[1].pid).children()
+                    if "spawn_main" in " ".join(p.cmdline())]
+        rank1.send_signal(signal.SIGKILL)
+        killed = time.time()
+        _, err0 = commands[0].communicate(timeout=60)
+        _, err1 = commands[1].communicate(timeout=60)
+        assert time.time() - killed < 60
+    finally:
+        kill_with_children(commands)
+    assert commands[0].returncode == 2 and commands[1].returncode == 2
+    assert err0.strip().splitlines()[-1].startswith(
+        "train_net: error: rank 0: lost rank 1 (gloo: "), err0[-3000:]
+    assert err1.strip().splitlines()[-1].startswith(
+        f"train_net: error: rank 1: process {rank1.pid} was killed by signal SIGKILL"), err1[-3000:]
+    assert "Traceback" not in err0 + err1
+    assert "Traceback" not in (tmp_path / "m0" / "log.txt").read_text()  # one line in the log too

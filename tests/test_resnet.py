@@ -1,4 +1,6 @@
 """gn_det.modeling.resnet: per-component GN / GN+WS ResNets that stay detectron2's ResNet."""
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from gn_det.config import add_gn_det_config
 from gn_det.layers import WSConv2d
 from gn_det.modeling.resnet import make_resnet
 
-from conftest import assert_same_network
+from conftest import D2_NORM_NAMES, assert_same_network, process_group_of_one
 
 STAGES = ["res2", "res3", "res4", "res5"]
 
@@ -48,15 +50,19 @@ def test_every_depth_matches_detectron2_names_shapes_and_outputs(depth):
         k: (s.channels, 64 // s.stride, 64 // s.stride) for k, s in ours.output_shape().items()}
 
 
-@pytest.mark.parametrize("norm", ["FrozenBN", "GN"])
-def test_same_network_as_detectron2_with_its_own_norm_key(norm):
-    """With only detectron2's MODEL.RESNETS.NORM set, ours is detectron2's network, value for
-    value."""
-    cfg = make_cfg(**{"MODEL.RESNETS.NORM": norm, "MODEL.BACKBONE.FREEZE_AT": 2})
-    torch.manual_seed(1)
-    ours = build_backbone(cfg).eval()
+@pytest.mark.parametrize("norm", D2_NORM_NAMES)
+def test_same_network_as_detectron2_with_its_own_norm_key(norm, tmp_path):
+    """With only detectron2's MODEL.RESNETS.NORM set (any name its get_norm knows), ours is
+    detectron2's network: the same module types, value for value."""
+    cfg = make_cfg(**{"MODEL.RESNETS.NORM": norm, "MODEL.BACKBONE.FREEZE_AT": 2,
+                      "MODEL.RESNETS.DEPTH": 18, "MODEL.RESNETS.RES2_OUT_CHANNELS": 64})
+    # gn_det builds SyncBN only in a process group (both run in eval mode, without one)
+    with process_group_of_one(tmp_path) if "SyncBN" in norm else contextlib.nullcontext():
+        torch.manual_seed(1)
+        ours = build_backbone(cfg).eval()
     torch.manual_seed(1)
     theirs = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+    assert [type(m) for m in ours.modules()] == [type(m) for m in theirs.modules()]
     assert_same_network(ours, theirs)
 
 

@@ -50,7 +50,7 @@ def test_detectron2_head_crashes_on_gn_and_ours_builds():
     assert [t.shape[1] for t in logits] == [27] * LEVELS and deltas[0].shape[1] == 36
 
 
-@pytest.mark.parametrize("norm,ws", [("", False), ("GN", False), ("GN", True), ("LN", False)])
+@pytest.mark.parametrize("norm,ws", [("", False), ("GN", False), ("GN", True), ("LN_CHW", False)])
 def test_per_sample_norms_shared_across_levels(norm, ws):
     head = _head(norm=norm, ws=ws)
     convs, norms = _subnet_parts(head)

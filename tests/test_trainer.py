@@ -1,6 +1,10 @@
 """gn_det.engine.trainer: Trainer on real (tiny) detectron2 training runs."""
 import json
+import math
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ from gn_det.engine import Trainer, launch
 
 from _train_worker import train_worker
 from cli_harness import cut_jpeg, tiny_train_opts
-from conftest import TOY_CONFIG
+from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
 def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
@@ -25,6 +29,24 @@ def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
     trainer.train()
     assert trainer.iter == cfg.SOLVER.MAX_ITER  # detectron2 leaves iter at max_iter when done
     assert "bbox" in trainer._last_eval_results and "pr" in trainer._last_eval_results
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises CPU AMP (bf16)")
+def test_amp_with_accumulation_trains_on_cpu_in_bf16(tiny_train_opts):
+    cfg = load_cfg(TOY_CONFIG, tiny_train_opts + [
+        "SOLVER.AMP.ENABLED", "True", "SOLVER.ACCUMULATE_STEPS", "2", "SOLVER.MAX_ITER", "2",
+        "DATASETS.TEST", "()"])
+    register_datasets_from_cfg(cfg)
+    trainer = Trainer(cfg)
+    assert (trainer._trainer.precision, trainer._trainer.grad_scaler) == (torch.bfloat16, None)
+    seen = []
+    trainer.model.backbone.bottom_up.stem.conv1.register_forward_hook(
+        lambda module, inputs, output: seen.append(output.dtype))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert trainer.iter == 2 and seen == [torch.bfloat16] * 4  # 2 steps x 2 micro-steps
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 2 and all(math.isfinite(v) for v, _ in losses)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
@@ -62,3 +84,34 @@ def test_loaders_name_the_file_and_dataset_of_an_image_that_fails(tiny_shapes, t
         assert str(info.value).startswith(f"image file {shapes / name.split('_')[1]}/")
         assert f" of dataset {name!r} cannot be read (OSError: image file is truncated (" \
             in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
+def test_two_machines_over_loopback_train_identically(tiny_train_opts, tmp_path):
+    """--num-machines 2 --machine-rank 0|1 --dist-url tcp://127.0.0.1:PORT, as two separate
+    commands (train_net's launch call, one process each): they train together, end with the
+    same weights, and only rank 0 writes checkpoints."""
+    opts = tiny_train_opts + ["SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+                              "DATASETS.TEST", "()"]  # no final evaluation: not what is tested
+    url = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the two "machines" share this one's cores
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import gn_det; "
+              "from gn_det.engine import launch; from _train_worker import train_worker; "
+              "launch(train_worker, 1, num_machines=2, machine_rank=int(sys.argv[2]), "
+              "dist_url=sys.argv[3], args=(sys.argv[4], sys.argv[6:], sys.argv[5]))")
+    machines = [subprocess.Popen([sys.executable, "-c", script, str(REPO / "tests"), str(rank), url,
+                                  TOY_CONFIG, str(tmp_path), *opts], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                for rank in (0, 1)]
+    try:
+        for m in machines:
+            _, err = m.communicate(timeout=600)
+            assert m.returncode == 0, err[-3000:]
+    finally:
+        kill_with_children(machines)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k in r0["model"]:
+        assert torch.equal(r0["model"][k], r1["model"][k]), k
+    assert sorted(p.name for p in (tmp_path / "rank0").glob("*.pth")) == [
+        "model_0000001.pth", "model_0000003.pth", "model_final.pth"]
+    assert not list((tmp_path / "rank1").glob("*.pth"))

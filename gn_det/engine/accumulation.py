@@ -1,5 +1,5 @@
-"""Gradient accumulation for small per-GPU batches, and detectron2's world-size LR scaling
-extended to it.
+"""Gradient accumulation for small per-GPU batches (with or without AMP), and detectron2's
+world-size LR scaling extended to it.
 
 With GN there are no batch statistics, so k micro-steps of b images (loss scaled by 1/k) give the
 same update as one step of k*b images; BN cannot promise that.
@@ -7,6 +7,7 @@ same update as one step of k*b images; BN cannot promise that.
 import contextlib
 import logging
 import time
+from typing import Optional
 
 import torch
 
@@ -17,13 +18,32 @@ logger = logging.getLogger(__name__)
 
 class AccumulatingTrainer(SimpleTrainer):
     """SimpleTrainer whose step runs `accumulate_steps` forward/backward micro-steps (DDP gradient
-    sync only on the last) before one optimizer step; losses must be finite."""
+    sync only on the last) before one optimizer step; losses must be finite.
 
-    def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1):
+    With `amp` (SOLVER.AMP.ENABLED) the forwards run under autocast, by default on CUDA in fp16
+    with a grad scaler (every micro-step's loss is scaled; the scaler unscales, steps and updates
+    once per optimizer step, skipping steps whose gradients overflowed), as detectron2's
+    AMPTrainer does for one micro-step; on CPU in bf16 (detectron2's AMPTrainer is CUDA-only),
+    which keeps fp32's exponent range and so needs no scaler. `precision` fp16 always gets a
+    scaler on the model's device."""
+
+    def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1,
+                 amp: bool = False, precision: Optional[torch.dtype] = None, grad_scaler=None):
         super().__init__(model, data_loader, optimizer)
         if accumulate_steps < 1:
             raise ValueError(f"SOLVER.ACCUMULATE_STEPS must be >= 1, got {accumulate_steps}")
         self.accumulate_steps = accumulate_steps
+        self.amp_device = _device_type(model) if amp else None
+        self.precision = precision or (torch.float16 if self.amp_device == "cuda"
+                                       else torch.bfloat16)
+        if grad_scaler is None and amp and self.precision == torch.float16:
+            grad_scaler = make_grad_scaler(self.amp_device)
+        self.grad_scaler = grad_scaler
+
+    def _autocast(self):
+        if self.amp_device is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.amp_device, dtype=self.precision)
 
     def run_step(self):
         assert self.model.training, "[AccumulatingTrainer] model was changed to eval mode!"
@@ -35,15 +55,50 @@ class AccumulatingTrainer(SimpleTrainer):
             data_time += time.perf_counter() - start
             sync = micro == k - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                loss_dict = self.model(data)
+                with self._autocast():
+                    loss_dict = self.model(data)
                 if isinstance(loss_dict, torch.Tensor):
                     loss_dict = {"total_loss": loss_dict}
                 check_finite(loss_dict, self.iter, micro)
-                (sum(loss_dict.values()) / k).backward()
+                loss = sum(loss_dict.values()) / k
+                (loss if self.grad_scaler is None else self.grad_scaler.scale(loss)).backward()
             for name, value in loss_dict.items():
-                summed[name] = summed.get(name, 0.0) + value.detach() / k
+                summed[name] = summed.get(name, 0.0) + value.detach().float() / k
+        if hasattr(self, "after_backward"):  # detectron2 main's hook point (not in v0.6)
+            self.after_backward()
         self._write_metrics(summed, data_time)
-        self.optimizer.step()
+        if self.grad_scaler is None:
+            self.optimizer.step()
+        else:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:  # the key detectron2's AMPTrainer uses
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+def _device_type(model) -> str:
+    param = next(iter(model.parameters()), None)
+    return param.device.type if param is not None else "cpu"
+
+
+def make_grad_scaler(device: str = "cuda"):
+    """A grad scaler for `device` through whichever API this torch has (torch.amp's since 2.3;
+    before it, torch.cuda.amp's, CUDA only)."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device)
+    if device != "cuda":
+        raise ValueError(f"AMP in fp16 on {device} needs torch >= 2.3 (torch.amp.GradScaler); "
+                         f"use bf16, which needs no grad scaler")
+    return torch.cuda.amp.GradScaler()
 
 
 def check_finite(loss_dict, iteration: int, micro_step: int = 0):

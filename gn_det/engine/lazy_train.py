@@ -1,7 +1,8 @@
 """Training and evaluation from a LazyConfig (gn_det.lazy_config), as detectron2's
 tools/lazyconfig_train_net.py does, with gn_det's pieces: gradient accumulation
-(`train.accumulate_steps`), atomic and checked checkpoints, the precision/recall evaluator,
-datasets from the config, CPU when CUDA is absent, and no evaluation after a failed run."""
+(`train.accumulate_steps`, with `train.amp.enabled` too), atomic and checked checkpoints, the
+precision/recall evaluator, datasets from the config, CPU when CUDA is absent, and no evaluation
+after a failed run."""
 import logging
 import time
 import weakref
@@ -75,7 +76,8 @@ def do_train(cfg, resume: bool = False) -> dict:
     if cfg.train.device == "cpu":
         ddp["device_ids"] = None  # DDP's device_ids must be None for CPU modules
     model = create_ddp_model(model, **ddp)
-    trainer = LazyTrainer(model, train_loader, optimizer, int(cfg.train.accumulate_steps))
+    amp = bool(cfg.train.get("amp", {}).get("enabled", False))  # bf16 on CPU, fp16 on CUDA
+    trainer = LazyTrainer(model, train_loader, optimizer, int(cfg.train.accumulate_steps), amp)
     ckpt = checkpointer(cfg, model, trainer=weakref.proxy(trainer))
     results = {}
 

@@ -1,6 +1,7 @@
 """Trainer: detectron2's DefaultTrainer with gn_det's pieces.
 
-Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), GN weight decay
+Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS, with or without
+SOLVER.AMP: fp16 + grad scaler on CUDA, bf16 on CPU), GN weight decay
 (SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that include the optimizer state, DDP on
 CPU (gloo), the per-GPU batch stated in the log at start, the precision/recall evaluator
 (gn_det.evaluation) by default, resumed runs that follow the config's learning rate, and no
@@ -13,7 +14,7 @@ import weakref
 
 from detectron2.data import (DatasetMapper, build_detection_test_loader,
                              build_detection_train_loader)
-from detectron2.engine import AMPTrainer, DefaultTrainer, create_ddp_model, hooks
+from detectron2.engine import DefaultTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -45,14 +46,8 @@ class Trainer(DefaultTrainer):
         # DDP's device_ids must be None for CPU modules; detectron2 passes the local rank.
         ddp_kwargs = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
-        k = cfg.SOLVER.ACCUMULATE_STEPS
-        if cfg.SOLVER.AMP.ENABLED:
-            if k != 1:
-                raise ValueError("SOLVER.AMP.ENABLED with SOLVER.ACCUMULATE_STEPS > 1 is not "
-                                 "supported; set one of them off")
-            self._trainer = AMPTrainer(model, data_loader, optimizer)
-        else:
-            self._trainer = AccumulatingTrainer(model, data_loader, optimizer, k)
+        self._trainer = AccumulatingTrainer(model, data_loader, optimizer,
+                                            cfg.SOLVER.ACCUMULATE_STEPS, cfg.SOLVER.AMP.ENABLED)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(
             model, cfg.OUTPUT_DIR, skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS,

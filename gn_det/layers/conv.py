@@ -31,7 +31,7 @@ class ConvNormSpec:
         return cls(NormSpec.of(norm), ws)
 
     def describe(self) -> str:
-        return (self.norm.type or "none") + ("+WS" if self.ws else "")
+        return self.norm.describe() + ("+WS" if self.ws else "")
 
 
 def build_conv(in_channels: int, out_channels: int, kernel_size, *,

@@ -1,39 +1,65 @@
-"""NormSpec and build_norm: the one place where a norm kind (data) becomes a module.
+"""NormSpec and build_norm: the one place where a norm kind (data, or a callable) becomes a module.
 
-GN, LN and IN are all `nn.GroupNorm` (fused `F.group_norm`): LN is GN with one group, IN is GN
-with one channel per group (per-channel affine). Keeping them `nn.GroupNorm` instances lets
-detectron2's WEIGHT_DECAY_NORM and freezing logic recognise them.
+Every name detectron2's `get_norm` knows builds the module detectron2 builds: BN, SyncBN (and its
+spelling nnSyncBN), FrozenBN, GN, naiveSyncBN, naiveSyncBN_N and LN, detectron2 main's per-pixel
+LayerNorm over channels (eps 1e-6; refused in one line where detectron2 has no LayerNorm, as
+v0.6). gn_det adds LN_CHW, the GN paper's LN (one group over C, H, W), and IN (one channel per
+group); with GN they are `nn.GroupNorm` (fused `F.group_norm`), so detectron2's WEIGHT_DECAY_NORM
+and freezing logic recognise them. A callable `channels -> module` is built as is (LazyConfig
+passes norms that way).
 """
 import dataclasses
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch.distributed as dist
 from torch import nn
 
-from detectron2.layers import FrozenBatchNorm2d
+import detectron2.layers.batch_norm as d2_batch_norm
+from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
 
-NORM_TYPES = ("", "BN", "SyncBN", "FrozenBN", "GN", "LN", "IN")
-GROUP_NORM_TYPES = ("GN", "LN", "IN")
+NORM_TYPES = ("", "BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "naiveSyncBN_N", "LN",
+              "LN_CHW", "IN")
+GROUP_NORM_TYPES = ("GN", "LN_CHW", "IN")
+CALLABLE = "callable"  # the type of a NormSpec made from a callable; not a name configs may use
 _ALIASES = {t.lower(): t for t in NORM_TYPES if t}
-_ALIASES.update({"": "", "none": "", "syncbatchnorm": "SyncBN", "frozenbatchnorm": "FrozenBN",
-                 "naivesyncbn": "SyncBN", "nnsyncbn": "SyncBN"})  # detectron2's spellings
+# detectron2's nnSyncBN is its SyncBN (torch's SyncBatchNorm) by another name.
+_ALIASES.update({"": "", "none": "", "nnsyncbn": "SyncBN", "syncbatchnorm": "SyncBN",
+                 "frozenbatchnorm": "FrozenBN"})
 DEFAULT_NUM_GROUPS = 32
+DEFAULT_EPS = {"LN": 1e-6}  # detectron2's LayerNorm default; every other type: 1e-5
+
+
+def detectron2_layer_norm() -> Optional[type]:
+    """detectron2's per-pixel channel LayerNorm (what its get_norm builds for "LN"), or None
+    where this detectron2 has none (v0.6)."""
+    return getattr(d2_batch_norm, "LayerNorm", None)
 
 
 @dataclasses.dataclass(frozen=True)
 class NormSpec:
-    """A norm kind as data. For GN, set at most one of num_groups / channels_per_group (0 = unset;
-    both unset means 32 groups, the paper's default)."""
+    """A norm kind as data, or a callable `channels -> module` (`NormSpec(fn)`; then only
+    `factory` matters). For GN, set at most one of num_groups / channels_per_group (0 = unset;
+    both unset means 32 groups, the paper's default). eps None = the layer's default."""
 
-    type: str = ""
+    type: Union[str, Callable[[int], nn.Module]] = ""
     num_groups: int = 0
     channels_per_group: int = 0
-    eps: float = 1e-5
+    eps: Optional[float] = None
     affine: bool = True
+    factory: Optional[Callable[[int], nn.Module]] = None
 
     def __post_init__(self):
+        if callable(self.type) or self.factory is not None:
+            factory = self.type if callable(self.type) else self.factory
+            if self.type not in ("", CALLABLE) and not callable(self.type):
+                raise ValueError(f"norm {self.type!r} and a factory are both set; set one")
+            object.__setattr__(self, "factory", factory)
+            object.__setattr__(self, "type", CALLABLE)
+            return
         canonical = canonical_norm_type(self.type)
         object.__setattr__(self, "type", canonical)
+        if self.eps is None:
+            object.__setattr__(self, "eps", DEFAULT_EPS.get(canonical, 1e-5))
         if self.num_groups < 0 or self.channels_per_group < 0:
             raise ValueError(f"norm {self.type}: num_groups={self.num_groups} and "
                              f"channels_per_group={self.channels_per_group} must be >= 0")
@@ -45,14 +71,14 @@ class NormSpec:
             raise ValueError(f"norm {self.type}: eps must be > 0, got {self.eps}")
 
     @classmethod
-    def of(cls, spec: Union["NormSpec", str, Mapping[str, Any], None]) -> "NormSpec":
-        """Accept a NormSpec, a type string ('GN'), a dict ({'type': 'GN', 'num_groups': 16})
-        or None (no norm)."""
+    def of(cls, spec: Union["NormSpec", str, Mapping[str, Any], Callable, None]) -> "NormSpec":
+        """Accept a NormSpec, a type string ('GN'), a dict ({'type': 'GN', 'num_groups': 16}),
+        a callable `channels -> module` (as detectron2's get_norm does) or None (no norm)."""
         if isinstance(spec, NormSpec):
             return spec
         if spec is None:
             return cls("")
-        if isinstance(spec, str):
+        if isinstance(spec, str) or callable(spec):
             return cls(spec)
         if isinstance(spec, Mapping):
             return cls(**{k.lower(): v for k, v in spec.items()})
@@ -61,9 +87,16 @@ class NormSpec:
     def __bool__(self):
         return bool(self.type)
 
+    def describe(self) -> str:
+        """The type for logs: 'GN', 'none', or 'callable(<name>)'."""
+        if self.factory is not None:
+            name = getattr(self.factory, "__name__", None) or type(self.factory).__name__
+            return f"{CALLABLE}({name})"
+        return self.type or "none"
+
     def groups_for(self, channels: int, layer: str = "?") -> int:
-        """Number of groups this spec gives a GN/LN/IN over `channels`, validated."""
-        if self.type == "LN":
+        """Number of groups this spec gives a GN/LN_CHW/IN over `channels`, validated."""
+        if self.type == "LN_CHW":
             return 1
         if self.type == "IN":
             return channels
@@ -87,11 +120,19 @@ def _divisors(n: int):
 
 
 def canonical_norm_type(name: Optional[str]) -> str:
-    """Map a user-written norm name (case-insensitive, 'none' = no norm) to its canonical form."""
-    key = (name or "").strip().lower()
+    """Map a user-written norm name (case-insensitive, 'none' = no norm) to its canonical form;
+    'LN' only where detectron2 has its LayerNorm."""
+    key = (name or "").strip().lower() if isinstance(name, str) or name is None else None
     if key not in _ALIASES:
         raise ValueError(f"unknown norm type {name!r}; valid: none, "
-                         + ", ".join(t for t in NORM_TYPES if t))
+                         + ", ".join(t for t in NORM_TYPES if t)
+                         + " (nnSyncBN = SyncBN; LN_CHW is the GN paper's LN)")
+    if _ALIASES[key] == "LN" and detectron2_layer_norm() is None:
+        raise ValueError(
+            f"norm type {name!r} is detectron2's per-pixel LayerNorm over channels "
+            f"(detectron2.layers.batch_norm.LayerNorm, eps 1e-6), which this detectron2 lacks "
+            f"(it came after v0.6): install detectron2 from git main, or use LN_CHW for the GN "
+            f"paper's LN (GroupNorm(1, C), over C, H, W)")
     return _ALIASES[key]
 
 
@@ -102,6 +143,12 @@ def build_norm(spec, channels: int, layer: str = "?") -> Optional[nn.Module]:
     t = spec.type
     if t == "":
         return None
+    if spec.factory is not None:
+        module = spec.factory(channels)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"layer {layer}: the norm callable {spec.describe()} returned "
+                            f"{type(module).__name__}, expected an nn.Module")
+        return module
     if t in GROUP_NORM_TYPES:
         return nn.GroupNorm(spec.groups_for(channels, layer), channels, eps=spec.eps,
                             affine=spec.affine)
@@ -109,6 +156,14 @@ def build_norm(spec, channels: int, layer: str = "?") -> Optional[nn.Module]:
         return nn.BatchNorm2d(channels, eps=spec.eps, affine=spec.affine)
     if t == "FrozenBN":
         return FrozenBatchNorm2d(channels, eps=spec.eps)
+    if t in ("naiveSyncBN", "naiveSyncBN_N"):  # one process: plain BN (detectron2's fallback)
+        return NaiveSyncBatchNorm(channels, eps=spec.eps, affine=spec.affine,
+                                  stats_mode="N" if t == "naiveSyncBN_N" else "")
+    if t == "LN":
+        if not spec.affine:
+            raise ValueError(f"layer {layer}: detectron2's LN always has an affine; use "
+                             f"LN_CHW or GN for one without")
+        return detectron2_layer_norm()(channels, eps=spec.eps)
     # SyncBN: statistics are reduced over a process group, which must exist when the model is built.
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError(

@@ -5,8 +5,9 @@ Norms across FPN levels (the head's convs are shared by all levels):
 - BN / SyncBN keep running batch statistics, and feature statistics differ per level, so each
   level gets its own statistics (detectron2's `CycleBatchNormList`: per-level BN, shared affine,
   as detectron2 main's head and Rethinking-BN Sec. 5.2 do);
-- GN / LN / IN normalize each sample on its own and FrozenBN is a fixed affine, so one module is
-  shared by all levels, like the convs (as Detectron's and mmdet's GN RetinaNet heads do).
+- GN / LN / LN_CHW / IN normalize each sample on its own and FrozenBN is a fixed affine, so one
+  module is shared by all levels, like the convs (as Detectron's and mmdet's GN RetinaNet heads
+  do); so are naiveSyncBN / naiveSyncBN_N and callables, as in detectron2 main's head.
 
 The state-dict layout is detectron2's RetinaNetHead's (`cls_subnet.{0,1,...}`, `cls_score`,
 `bbox_pred`), so detectron2 RetinaNet checkpoints load. Unlike detectron2 v0.6's head, the norm is
@@ -29,6 +30,7 @@ from ..config import component_spec
 from ..layers import ConvNormSpec, NormSpec, build_conv, build_norm
 
 __all__ = ["GNRetinaNetHead", "GNRetinaNet"]
+PER_LEVEL_TYPES = ("BN", "SyncBN")  # the norms detectron2 main's head keeps per level
 
 
 class GNRetinaNetHead(nn.Module):
@@ -78,7 +80,7 @@ class GNRetinaNetHead(nn.Module):
 
     def _norm(self, spec: NormSpec, channels: int, layer: str):
         norm = build_norm(spec, channels, layer)
-        if not isinstance(norm, nn.modules.batchnorm._BatchNorm):
+        if spec.type not in PER_LEVEL_TYPES:
             return norm  # per-sample (GN/LN/IN) or fixed (FrozenBN) statistics: shared by levels
         per_level = functools.partial(_affine_free_norm, spec, layer)
         return CycleBatchNormList(self._num_levels, bn_class=per_level, num_features=channels)

@@ -289,6 +289,12 @@ def weights_cases() -> List[Case]:
         sd[key] = sd[key][:9]
         return {"model": sd}
 
+    def timm_resnetv2(inputs, tmp):  # timm's names, as resnetv2_*_bit saves them
+        import torch
+
+        return {"stem.conv.weight": torch.zeros(8, 3, 7, 7),
+                "stages.0.blocks.0.conv1.weight": torch.zeros(8, 8, 1, 1)}
+
     def raw(content):
         return lambda inputs, tmp: write(tmp / "w.pth", content)
     return [
@@ -316,6 +322,12 @@ def weights_cases() -> List[Case]:
                     "was saved from a model of another shape than this config builds"),
         resume_case("resume: last_checkpoint names a missing file", [],
                     "model_0000001.pth: no such file, but", keep_file=False),
+        weights_case("timm ResNetV2 (BiT) file for a model without a BiT backbone",
+                     torch_file(timm_resnetv2), "holds timm ResNetV2 (BiT) weights, but the model "
+                     "has no BiT backbones; load them with MODEL.BACKBONE.NAME build_gn_bit_"),
+        weights_case("corrupt .safetensors file", lambda i, t: write(
+            t / "w.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage"),
+            "not a readable safetensors file"),
         Case("weights", "convert_weights: corrupt input", "error", "not a readable torch",
              lambda inputs, tmp: ("convert_weights", [write(tmp / "in.pth", b"junk"),
                                                       str(tmp / "out.pth")])),

@@ -42,6 +42,9 @@ def dataset_cases() -> List[Case]:
         return mutate
     return [
         dataset_case("not JSON", lambda d: "this is not json", words="not valid JSON"),
+        Case("datasets", "pretrain: train json missing", "error",
+             "no.json: annotation file not found", lambda inputs, tmp: (
+                 "pretrain", pretrain_args(inputs, tmp, train_json=str(tmp / "no.json")))),
         dataset_case("truncated JSON", lambda d: json.dumps(d)[:-40], words="truncated"),
         dataset_case("top level is a list", lambda d: json.dumps([d]),
                      words="top level: is a JSON array"),
@@ -197,6 +200,16 @@ def no_file(name):
     return check
 
 
+def pretrain_args(inputs, tmp, train_json=None) -> List[str]:
+    """python -m gn_det.study.pretrain on the tiny shapes with the toy BiT config."""
+    shapes = inputs.shapes
+    return ["--config-file", str(REPO / "configs/toy/retinanet_BiT_toy_shapes.yaml"),
+            "--train-json", train_json or str(shapes / "annotations/train.json"),
+            "--val-json", str(shapes / "annotations/val.json"), "--image-root",
+            str(shapes / "train"), "--val-image-root", str(shapes / "val"), "--out",
+            str(tmp / "out"), "--stage", "pretrain"]
+
+
 def config_cases() -> List[Case]:
     return [
         config_case("unknown norm type", ["MODEL.NORMS.FPN.TYPE", "GroupNorm"],
@@ -226,6 +239,16 @@ def config_cases() -> List[Case]:
                     words="SOLVER.BASE_LR", check=no_file("pwned")),
         config_case("dataset not registered", ["DATASETS.TRAIN", "('nope',)"],
                     words="DATASETS.TRAIN[0]: dataset 'nope' is not registered"),
+        Case("configs", "pretrain: --epochs 0", "error", "--epochs 0: expected >= 1",
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp), "--epochs", "0"])),
+        Case("datasets", "pretrain: images not under --image-root", "error",
+             ("val.json: image 'val_000000.jpg' (id ", "cannot read"),
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp), "--val-image-root",
+                                               str(inputs.shapes / "train")])),
+        Case("configs", "pretrain: a BN backbone (timm's BiT is GN + WS)", "error",
+             "MODEL.NORMS.BACKBONE is BN+WS: the pretraining builds timm's BiT, GN + WS",
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp),
+                                               "MODEL.NORMS.BACKBONE.TYPE", "BN"])),
         config_case("dataset json missing", ["DATASETS.COCO_FORMAT",
                                              "[['x', '/nonexistent/a.json', '/tmp']]"],
                     words="/nonexistent/a.json: annotation file not found"),

@@ -4,6 +4,7 @@ meta-architecture, the norm + WS of each component it uses, and its parameter co
 
     python tools/describe_configs.py                       # all presets, a Markdown table
     python tools/describe_configs.py configs/RetinaNet/retinanet_R_50_FPN_1x_gnws_all.yaml
+    python tools/describe_configs.py --bit [--bit-outputs resnetv2_50x1_bit ...]  # BiT vs timm
 
 Models are built with MODEL.WEIGHTS "" (random init), so nothing is downloaded. SyncBN presets
 build under a one-process gloo group. A bad config ends in one `describe_configs: error:` line
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import gn_det  # noqa: F401  (compat shims before detectron2)
 import torch.distributed as dist
@@ -76,12 +78,46 @@ def table_row(row: dict, root: Path = CONFIGS) -> str:
             f"{row['parameters'] / 1e6:.2f} M | {row['trainable'] / 1e6:.2f} M |")
 
 
+BIT_HEADER = ("| timm model | config | ours, backbone | timm, backbone | timm, with classifier | "
+              "max abs diff from timm (res2-res5) |")
+
+
+def bit_rows(compare: Sequence[str] = (), size: int = 64):
+    """Markdown rows: each timm BiT model's parameter counts (ours vs timm's; built on the meta
+    device), and for those in `compare` the largest absolute difference of our res2-res5 from
+    timm's with the same random weights (gn_det.modeling.bit_weights.compare_with_timm)."""
+    from gn_det.modeling.bit import TIMM_MODELS
+    from gn_det.modeling.bit_weights import compare_with_timm
+
+    unknown = [n for n in compare if n not in TIMM_MODELS]
+    if unknown:
+        raise ValueError(f"--bit-outputs {' '.join(unknown)}: not a timm BiT model; valid: "
+                         f"{', '.join(TIMM_MODELS)}")
+    for name in TIMM_MODELS:
+        row = compare_with_timm(name, size, outputs=name in compare)
+        diff = (f"{row['max_abs_diff']:.1e} ({row['input']}, random weights)"
+                if "max_abs_diff" in row else "-")
+        yield (f"| {name} | {row['config']} | {row['ours_backbone']:,} | "
+               f"{row['timm_backbone']:,} | {row['timm_with_classifier']:,} | {diff} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="*", help="config files (default: every preset under "
                         "configs/, Base-*.yaml excluded)")
+    parser.add_argument("--bit", action="store_true", help="instead: timm's BiT models, our "
+                        "backbone's parameters vs timm's (needs timm)")
+    parser.add_argument("--bit-outputs", nargs="*", default=[], metavar="MODEL",
+                        help="with --bit: also compare these models' outputs with timm's")
+    parser.add_argument("--bit-size", type=int, default=64, help="input size for --bit-outputs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    if args.bit:
+        print(BIT_HEADER)
+        print("|---|---|---|---|---|---|")
+        for row in bit_rows(args.bit_outputs, args.bit_size):
+            print(row, flush=True)
+        return 0
     paths = [Path(p) for p in args.configs] or preset_configs()
     print(HEADER)
     print("|---|---|---|---|---|")

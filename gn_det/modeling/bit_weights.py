@@ -281,3 +281,44 @@ def place_in_model(checkpoint: Mapping, model: torch.nn.Module, source: str) -> 
                        source, len(plain), plain[0])
     prefix = prefix + "." if prefix else ""
     return {prefix + k: v for k, v in weights.items() if not optional(k)}
+
+
+def compare_with_timm(name: str, size: int = 64, outputs: bool = True, seed: int = 0) -> dict:
+    """Our backbone against timm's `name` (a TIMM_MODELS key; needs timm): parameter counts, and
+    with `outputs` the largest absolute difference of res2-res5 from timm's (features_only for
+    res2-res4, forward_features for res5) on one random size x size image, both networks holding
+    the same random weights (timm's state dict, converted as MODEL.WEIGHTS converts it). Built on
+    the meta device first, so no time goes into initializations that are overwritten."""
+    import timm
+    from timm.models import FeatureListNet
+
+    depth, width = TIMM_MODELS[name]
+    theirs = timm.create_model(name, pretrained=False, device="meta")
+    with torch.device("meta"):
+        ours = make_bit(depth=depth, width_factor=width)
+    row = {"timm_model": name, "config": f"MODEL.BIT.DEPTH {depth} MODEL.BIT.WIDTH_FACTOR {width}",
+           "ours_backbone": sum(p.numel() for p in ours.parameters()),
+           "timm_backbone": sum(p.numel() for n, p in theirs.named_parameters()
+                                if not n.startswith("head.")),
+           "timm_with_classifier": sum(p.numel() for p in theirs.parameters())}
+    if not outputs:
+        return row
+    generator = torch.Generator().manual_seed(seed)
+    theirs = theirs.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for key, p in theirs.named_parameters():  # GN affine around 1 / 0, convs around 0
+            p.normal_(1.0 if p.ndim == 1 and key.endswith("weight") else 0.0, 0.1,
+                      generator=generator)
+    checkpoint = timm_checkpoint(theirs.state_dict(), name)
+    ours = ours.to_empty(device="cpu").eval()
+    ours.load_state_dict(place_in_model(checkpoint, ours, name))
+    x = torch.randn(1, 3, size, size, generator=generator)
+    with torch.no_grad():
+        final = theirs.forward_features(x)
+        features = FeatureListNet(theirs, out_indices=(1, 2, 3, 4), flatten_sequential=True)(x)
+        out = ours(x)
+    diffs = {stage: float((out[stage] - f).abs().max()) for stage, f in zip(STAGE_NAMES[:3],
+                                                                            features)}
+    diffs["res5"] = float((out["res5"] - final).abs().max())
+    row.update(input=f"1x3x{size}x{size}", max_abs_diff=max(diffs.values()), per_stage=diffs)
+    return row

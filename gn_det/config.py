@@ -51,7 +51,23 @@ def add_gn_det_config(cfg: CN) -> CN:
     _add_train_config(cfg)
     _add_data_config(cfg)
     _add_eval_config(cfg)
+    _add_bit_config(cfg)
     return cfg
+
+
+def _add_bit_config(cfg: CN):
+    # BiT ResNetV2 backbones (gn_det.modeling.bit: build_gn_bit_backbone, build_gn_bit_fpn_backbone,
+    # build_gn_retinanet_bit_fpn_backbone); their norm + WS: MODEL.NORMS.BACKBONE.
+    bit = cfg.MODEL.BIT = CN()
+    bit.DEPTH = 50  # 50, 101, 152 (timm's resnetv2_<DEPTH>x<WIDTH_FACTOR>_bit), or 0 = custom
+    bit.WIDTH_FACTOR = 1  # timm's BiT: 50x1, 50x3, 101x1, 101x3, 152x2, 152x4
+    bit.BLOCKS_PER_STAGE = []  # DEPTH 0 only: blocks in res2-res5, e.g. [1, 1, 1, 1]
+    bit.STEM_OUT_CHANNELS = 0  # 0 = 64 x WIDTH_FACTOR
+    bit.RES2_OUT_CHANNELS = 0  # 0 = 256 x WIDTH_FACTOR; doubles per stage
+    bit.STEM_TYPE = "fixed"  # BiT's: zero pad 1 + 3x3/2 max-pool; "" = max-pool padding 1
+    bit.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    bit.FINAL_NORM = True  # timm's final norm + ReLU applied to res5 (its forward_features)
+    bit.WS_EPS = 1e-8  # BiT's StdConv2d eps when MODEL.NORMS.BACKBONE.WS; 0 = MODEL.NORMS.WS.EPS
 
 
 def _add_data_config(cfg: CN):

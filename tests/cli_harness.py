@@ -33,6 +33,7 @@ CLIS = {
     "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
     "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
     "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),
+    "pretrain": ("module", "gn_det.study.pretrain", "python -m gn_det.study.pretrain"),
 }
 # Kills the process inside its KILL_AT_SAVE-th checkpoint write, then runs the script in argv[1].
 KILLING_WRAPPER = textwrap.dedent("""

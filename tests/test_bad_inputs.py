@@ -44,6 +44,9 @@ def dataset_cases() -> List[Case]:
         return mutate
     return [
         dataset_case("not JSON", lambda d: "this is not json", words="not valid JSON"),
+        Case("datasets", "pretrain: train json missing", "error",
+             "no.json: annotation file not found", lambda inputs, tmp: (
+                 "pretrain", pretrain_args(inputs, tmp, train_json=str(tmp / "no.json")))),
         dataset_case("truncated JSON", lambda d: json.dumps(d)[:-40], words="truncated"),
         dataset_case("top level is a list", lambda d: json.dumps([d]),
                      words="top level: is a JSON array"),
@@ -333,6 +336,16 @@ def lazy_case(name, overrides=(), words="", source=None):
     return Case("configs", f"LazyConfig: {name}", "error", words, build)
 
 
+def pretrain_args(inputs, tmp, train_json=None) -> List[str]:
+    """python -m gn_det.study.pretrain on the tiny shapes with the toy BiT config."""
+    shapes = inputs.shapes
+    return ["--config-file", str(REPO / "configs/toy/retinanet_BiT_toy_shapes.yaml"),
+            "--train-json", train_json or str(shapes / "annotations/train.json"),
+            "--val-json", str(shapes / "annotations/val.json"), "--image-root",
+            str(shapes / "train"), "--val-image-root", str(shapes / "val"), "--out",
+            str(tmp / "out"), "--stage", "pretrain"]
+
+
 def config_cases() -> List[Case]:
     return [
         lazy_case("override of an unknown key", ["model.backbone.bottom_up.nrom=GN"],
@@ -372,6 +385,16 @@ def config_cases() -> List[Case]:
                     words="SOLVER.BASE_LR", check=no_file("pwned")),
         config_case("dataset not registered", ["DATASETS.TRAIN", "('nope',)"],
                     words="DATASETS.TRAIN[0]: dataset 'nope' is not registered"),
+        Case("configs", "pretrain: --epochs 0", "error", "--epochs 0: expected >= 1",
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp), "--epochs", "0"])),
+        Case("datasets", "pretrain: images not under --image-root", "error",
+             ("val.json: image 'val_000000.jpg' (id ", "cannot read"),
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp), "--val-image-root",
+                                               str(inputs.shapes / "train")])),
+        Case("configs", "pretrain: a BN backbone (timm's BiT is GN + WS)", "error",
+             "MODEL.NORMS.BACKBONE is BN+WS: the pretraining builds timm's BiT, GN + WS",
+             lambda inputs, tmp: ("pretrain", [*pretrain_args(inputs, tmp),
+                                               "MODEL.NORMS.BACKBONE.TYPE", "BN"])),
         config_case("dataset json missing", ["DATASETS.COCO_FORMAT",
                                              "[['x', '/nonexistent/a.json', '/tmp']]"],
                     words="/nonexistent/a.json: annotation file not found"),
@@ -435,6 +458,12 @@ def weights_cases() -> List[Case]:
         sd[key] = sd[key][:9]
         return {"model": sd}
 
+    def timm_resnetv2(inputs, tmp):  # timm's names, as resnetv2_*_bit saves them
+        import torch
+
+        return {"stem.conv.weight": torch.zeros(8, 3, 7, 7),
+                "stages.0.blocks.0.conv1.weight": torch.zeros(8, 8, 1, 1)}
+
     def raw(content):
         return lambda inputs, tmp: write(tmp / "w.pth", content)
     return [
@@ -462,6 +491,12 @@ def weights_cases() -> List[Case]:
                     "was saved from a model of another shape than this config builds"),
         resume_case("resume: last_checkpoint names a missing file", [],
                     "model_0000001.pth: no such file, but", keep_file=False),
+        weights_case("timm ResNetV2 (BiT) file for a model without a BiT backbone",
+                     torch_file(timm_resnetv2), "holds timm ResNetV2 (BiT) weights, but the model "
+                     "has no BiT backbones; load them with MODEL.BACKBONE.NAME build_gn_bit_"),
+        weights_case("corrupt .safetensors file", lambda i, t: write(
+            t / "w.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage"),
+            "not a readable safetensors file"),
         Case("weights", "convert_weights: corrupt input", "error", "not a readable torch",
              lambda inputs, tmp: ("convert_weights", [write(tmp / "in.pth", b"junk"),
                                                       str(tmp / "out.pth")])),

@@ -147,6 +147,20 @@ def test_bad_files_are_one_line_errors_naming_them(tmp_path, saved):
         Net(), tmp_path / "bad.pkl")
 
 
+def test_safetensors_files_load_and_bad_ones_are_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    source = Net()
+    save_file(source.state_dict(), str(tmp_path / "model.safetensors"))
+    target = Net()
+    AtomicCheckpointer(target).load(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(),
+                                                 target.state_dict().values()))
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00\x00")
+    assert load_error(Net(), tmp_path / "bad.safetensors").startswith(
+        f"MODEL.WEIGHTS {tmp_path / 'bad.safetensors'}: not a readable safetensors file (")
+
+
 class RunsCode:
     """Unpickling this creates `path`: what a malicious checkpoint does."""
 

@@ -15,6 +15,7 @@ from detectron2.utils.events import EventStorage
 
 from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.layers import WSConv2d
+from gn_det.modeling.bit import BiTResNet, PreActBottleneck
 
 from conftest import process_group_of_one
 
@@ -45,6 +46,8 @@ EXPECTED = {
     "RCNN/mask_rcnn_R_50_FPN_1x_gnws.yaml": dict.fromkeys(_RCNN, (GN, 1)),
     "RCNN/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml": dict.fromkeys(_RCNN, (GN, 0)),
     "RCNN/scratch_mask_rcnn_R_50_FPN_3x_gnws.yaml": dict.fromkeys(_RCNN, (GN, 1)),
+    "BiT/retinanet_BiT_50x1_FPN_1x.yaml": dict.fromkeys(_RETINA, (GN, 1)),
+    "BiT/mask_rcnn_BiT_50x1_FPN_1x.yaml": dict.fromkeys(_RCNN, (GN, 1)),
 }
 # Fewer R-CNN proposals and sampled RoIs than COCO training: the 4conv box head on 1000 RoIs costs
 # ~0.2 TFLOP per pass, too much for CPU tests; nothing here depends on the norm.
@@ -82,6 +85,19 @@ def _attached(module, prefix):
             if isinstance(m, nn.Conv2d)]
 
 
+def _preactivated(bit, prefix):
+    """BiT (pre-activation): (name, conv, norm) for each conv with the norm it is normalized by:
+    the block's norm before it (norm1 also before the shortcut), res2.0.norm1 after the stem."""
+    out = [(f"{prefix}.stem.conv", bit.stem.conv, bit.res2[0].norm1)]
+    for name, block in bit.named_modules(prefix=prefix):
+        if isinstance(block, PreActBottleneck):
+            out += [(f"{name}.conv{i}", getattr(block, f"conv{i}"), getattr(block, f"norm{i}"))
+                    for i in (1, 2, 3)]
+            if block.shortcut is not None:
+                out.append((f"{name}.shortcut", block.shortcut, block.norm1))
+    return out
+
+
 def _sequential(seq, prefix):
     """(name, conv, norm) for each conv of an nn.Sequential, its norm the layer after it."""
     layers = list(seq) + [None]
@@ -92,7 +108,8 @@ def _sequential(seq, prefix):
 def components(model):
     """component -> [(name, conv, norm)] of the convs that component's spec governs."""
     backbone = model.backbone
-    out = {"BACKBONE": _attached(backbone.bottom_up, "backbone.bottom_up"),
+    collect = _preactivated if isinstance(backbone.bottom_up, BiTResNet) else _attached
+    out = {"BACKBONE": collect(backbone.bottom_up, "backbone.bottom_up"),
            "FPN": [(n, m, m.norm) for n, m in backbone.named_children() if n.startswith("fpn_")]}
     if hasattr(model, "head"):
         out["RETINANET_HEAD"] = (_sequential(model.head.cls_subnet, "head.cls_subnet")

@@ -58,3 +58,24 @@ def test_missing_input_from_the_command_line(tmp_path):
                              str(tmp_path / "out.pth"), "--debug"], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert "WeightsError" in result.stderr
+
+
+def test_converts_a_timm_bit_file_with_the_same_report(tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    save_file(timm.create_model("resnetv2_50x1_bit", pretrained=False).state_dict(),
+              str(tmp_path / "model.safetensors"))  # as on timm's hub page
+    assert load_tool().main([str(tmp_path / "model.safetensors"),
+                             str(tmp_path / "R-BiT-50x1.pth")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "BiT ResNetV2-50x1 (timm resnetv2_50x1_bit), GN: 151 tensors converted"
+    assert out[1] == "missing (backbone keys not in the input): 0"
+    assert out[2] == "unexpected (input keys not in the backbone): 2: head.fc.bias, head.fc.weight"
+    assert out[3] == "shape mismatch: 0"
+    assert out[4] == f"wrote {tmp_path / 'R-BiT-50x1.pth'}"
+    assert out[5].startswith("note: the network: MODEL.BIT.DEPTH 50, MODEL.BIT.WIDTH_FACTOR 1, "
+                             "MODEL.NORMS.BACKBONE {TYPE: GN, WS: True}; load them with")
+    assert "MODEL.PIXEL_MEAN [127.5, 127.5, 127.5]" in out[6]
+    saved = torch.load(tmp_path / "R-BiT-50x1.pth", weights_only=True)
+    assert "res5.2.conv3.weight" in saved["model"] and "final_norm.bias" in saved["model"]

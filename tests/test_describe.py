@@ -84,3 +84,25 @@ def test_a_bad_config_is_one_line_naming_the_key(tmp_path, text, named):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("describe_configs: error:") and named in err[0]
+
+
+def test_bit_table_counts_parameters_like_timm_and_compares_outputs(capsys):
+    assert describe_configs.main(["--bit", "--bit-outputs", "resnetv2_50x1_bit",
+                                  "--bit-size", "32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == describe_configs.BIT_HEADER and len(out) == 2 + 6
+    assert out[2].startswith("| resnetv2_50x1_bit | MODEL.BIT.DEPTH 50 MODEL.BIT.WIDTH_FACTOR 1 | "
+                             "23,500,352 | 23,500,352 | 25,549,352 | ")
+    assert out[2].endswith(" (1x3x32x32, random weights) |")
+    assert float(out[2].split("|")[6].split()[0]) < 1e-4
+    assert out[7].startswith("| resnetv2_152x4_bit | MODEL.BIT.DEPTH 152 MODEL.BIT.WIDTH_FACTOR 4 "
+                             "| 928,340,224 | 928,340,224 | 936,533,224 | - |")
+
+
+def test_bit_outputs_of_an_unknown_model_is_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/describe_configs.py"), "--bit",
+                           "--bit-outputs", "resnetv2_50x2_bit"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--bit-outputs resnetv2_50x2_bit: not a timm BiT model; valid: resnetv2_50x1_bit" \
+        in proc.stderr

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Convert a torchvision-naming ResNet checkpoint (GN, GN+WS or BN; torchvision, timm, mmdet) into
-gn_det's backbone naming, for MODEL.WEIGHTS.
+"""Convert a torchvision-naming ResNet checkpoint (GN, GN+WS or BN; torchvision, timm, mmdet) or a
+timm ResNetV2 / BiT one (.pth, .bin, .safetensors) into gn_det's backbone naming, for MODEL.WEIGHTS.
 
     python tools/convert_weights.py resnet50_gn_ws.pth R-50-GN-WS.pth
+    python tools/convert_weights.py resnetv2_50x1_bit.goog_in21k.safetensors R-BiT-50x1.pth
 
-Prints the inferred architecture and the missing / unexpected keys. The logic lives in
+Prints the inferred architecture, the missing / unexpected keys and the settings the weights
+need. (timm ResNetV2 files also load as they are, through MODEL.WEIGHTS.) The logic lives in
 gn_det.modeling.weights. A bad input file ends in one `convert_weights: error:` line and exit
 status 2 (--debug shows the traceback).
 """
@@ -12,20 +14,21 @@ import argparse
 
 import gn_det  # noqa: F401  (compat shims before detectron2)
 from gn_det.cli import run_cli
-from gn_det.modeling.weights import TORCHVISION_INPUT_HINT, WS_HINT, convert_torchvision_file
+from gn_det.modeling.weights import convert_weights_file
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="torch checkpoint with torchvision ResNet names (.pth/.pt)")
+    parser.add_argument("input", help="checkpoint with torchvision ResNet or timm ResNetV2 names "
+                        "(.pth/.pt/.bin, .safetensors)")
     parser.add_argument("output", help="converted weights to write (.pth or .pkl)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    report = convert_torchvision_file(args.input, args.output)  # WeightsError: one line (run_cli)
+    report = convert_weights_file(args.input, args.output)  # WeightsError: one line (run_cli)
     print("\n".join(report.lines()))
     print(f"wrote {args.output}")
-    print(f"note: {TORCHVISION_INPUT_HINT}")
-    print(f"note: {WS_HINT}")
+    for note in report.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -7,7 +7,8 @@ Loads: files are read without running code (gn_det.engine.safe_load); a missing 
 weights of another shape than the model's (named, unless `skip_mismatched`), a file for another
 architecture (nothing matches) and, on resume, any difference from the model end in one
 CheckpointError line. Missing / unexpected keys are logged as a summary grouped by prefix, not as
-one line per key.
+one line per key. timm ResNetV2 / BiT state dicts (.pth, .bin, .safetensors) are converted on
+load and placed strictly into the model's BiT backbone (gn_det.modeling.bit_weights).
 """
 import glob
 import os
@@ -22,7 +23,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..cli import one_line
 from ..utils.file_io import atomic_write
-from .safe_load import CheckpointError, check_pickle_source, torch_load, warn_unpickling
+from .safe_load import CheckpointError, check_pickle_source, load_weights_file, warn_unpickling
 
 __all__ = ["AtomicCheckpointer", "CheckpointError", "summarize_keys"]
 
@@ -148,7 +149,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
             except Exception as e:
                 raise CheckpointError(f"{source}: not a readable Detectron / Caffe2 pickle "
                                       f"({one_line(e, brief=True)})") from None
-        data = torch_load(filename, source)
+        data = load_weights_file(filename, source)  # torch.save files, .safetensors
         if filename.endswith(".pyth"):  # pycls, as DetectionCheckpointer reads it
             if not isinstance(data, Mapping) or not isinstance(data.get("model_state"), Mapping):
                 raise CheckpointError(f"{source}: a .pyth file is read as a pycls checkpoint "
@@ -159,12 +160,19 @@ class AtomicCheckpointer(DetectionCheckpointer):
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{source}: holds a {type(data).__name__}; expected a state "
                                   "dict or a detectron2 checkpoint {'model': state dict, ...}")
+        from ..modeling import bit_weights  # timm ResNetV2 / BiT files, converted on load
+
+        if "model" not in data and bit_weights.is_timm_resnetv2(data):
+            return bit_weights.timm_checkpoint(data, source)
         return dict(data) if "model" in data else {"model": dict(data)}
 
     def _load_model(self, checkpoint):
         source = self._source or "checkpoint"
         weights = checkpoint.get("model")
         _check_state_dict(weights, source)
+        from ..modeling import bit_weights
+
+        checkpoint = bit_weights.prepare_checkpoint(checkpoint, self.model, source)
         model_state = self.model.state_dict()
         if checkpoint.get("matching_heuristics", False):  # align names first, as detectron2 does
             self._convert_ndarray_to_tensor(weights)

@@ -83,3 +83,28 @@ def torch_load(path: str, source: str):
         raise CheckpointError(f"{source}: not a readable torch checkpoint "
                               f"({one_line(e, brief=True)})"
                               ) from None
+
+
+def safetensors_load(path: str, source: str):
+    """A .safetensors file's tensors (the format holds nothing else, so nothing can run), with
+    one-line CheckpointErrors naming `source`."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise CheckpointError(f"{source}: reading .safetensors needs the safetensors package "
+                              f"(pip install safetensors), or save the state dict with "
+                              f"torch.save as a .pth") from None
+    try:
+        return load_file(path, device="cpu")
+    except Exception as e:  # truncated header, garbage bytes, a directory, ...
+        raise CheckpointError(f"{source}: not a readable safetensors file "
+                              f"({one_line(e, brief=True)}); it may be truncated or corrupt"
+                              ) from None
+
+
+def load_weights_file(path: str, source: str):
+    """A weights file without running code: .safetensors by safetensors, else `torch_load`
+    (.pth, .pt, .bin: torch.save files)."""
+    if str(path).endswith(".safetensors"):
+        return safetensors_load(path, source)
+    return torch_load(path, source)

@@ -95,3 +95,26 @@ def table_row(row: dict, root: Path = None) -> str:
     name = path.relative_to(root) if path.is_relative_to(root) else row["config"]
     return (f"| {name} | {row['meta_architecture']} | {row['norms']} | "
             f"{row['parameters'] / 1e6:.2f} M | {row['trainable'] / 1e6:.2f} M |")
+
+
+BIT_HEADER = ("| timm model | config | ours, backbone | timm, backbone | timm, with classifier | "
+              "max abs diff from timm (res2-res5) |")
+
+
+def bit_rows(compare: Sequence[str] = (), size: int = 64):
+    """Markdown rows: each timm BiT model's parameter counts (ours vs timm's; built on the meta
+    device), and for those in `compare` the largest absolute difference of our res2-res5 from
+    timm's with the same random weights (gn_det.modeling.bit_weights.compare_with_timm)."""
+    from gn_det.modeling.bit import TIMM_MODELS
+    from gn_det.modeling.bit_weights import compare_with_timm
+
+    unknown = [n for n in compare if n not in TIMM_MODELS]
+    if unknown:
+        raise ValueError(f"--bit-outputs {' '.join(unknown)}: not a timm BiT model; valid: "
+                         f"{', '.join(TIMM_MODELS)}")
+    for name in TIMM_MODELS:
+        row = compare_with_timm(name, size, outputs=name in compare)
+        diff = (f"{row['max_abs_diff']:.1e} ({row['input']}, random weights)"
+                if "max_abs_diff" in row else "-")
+        yield (f"| {name} | {row['config']} | {row['ours_backbone']:,} | "
+               f"{row['timm_backbone']:,} | {row['timm_with_classifier']:,} | {diff} |")

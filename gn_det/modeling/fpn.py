@@ -33,13 +33,18 @@ def make_fpn(bottom_up: Backbone, in_features: Sequence[str], out_channels: int 
     missing = [f for f in in_features if f not in available]
     if not in_features or missing:
         raise ValueError(f"MODEL.FPN.IN_FEATURES={list(in_features)}: the bottom-up network "
-                         f"outputs {sorted(available)} (MODEL.RESNETS.OUT_FEATURES)")
+                         f"outputs {sorted(available)} ({_out_features_key(bottom_up)})")
     if fuse_type not in ("sum", "avg"):
         raise ValueError(f"MODEL.FPN.FUSE_TYPE={fuse_type!r}; valid: sum, avg")
     fpn = FPN(bottom_up=bottom_up, in_features=list(in_features), out_channels=out_channels,
               norm=norm_arg(spec.norm, name), top_block=top_block, fuse_type=fuse_type)
     _fpn_convs_to_ws(fpn, spec.ws)
     return fpn
+
+
+def _out_features_key(bottom_up: Backbone) -> str:
+    """The config key that sets the bottom-up network's outputs (e.g. BiT's MODEL.BIT...)."""
+    return getattr(bottom_up, "out_features_key", "MODEL.RESNETS.OUT_FEATURES")
 
 
 def _fpn_convs_to_ws(fpn: FPN, ws: WSSpec):

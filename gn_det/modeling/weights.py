@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..engine.safe_load import CheckpointError, torch_load
+from ..engine.safe_load import CheckpointError, load_weights_file
 from ..layers import NormSpec
 from .resnet import BLOCKS_PER_STAGE, STAGE_NAMES, make_resnet
 
@@ -136,11 +136,12 @@ def infer_resnet_arch(weights: Mapping[str, torch.Tensor]) -> ResNetArch:
 class ConversionReport:
     """What a conversion produced, and how it compares with the backbone it describes."""
 
-    arch: ResNetArch
+    arch: ResNetArch          # or bit_weights.BiTArch: what the weights describe (.describe())
     num_converted: int
     missing: List[str]        # backbone keys the input did not provide
     unexpected: List[str]     # input keys without a backbone counterpart (e.g. fc.*)
     mismatched: List[str]     # 'key: input shape vs backbone shape'
+    notes: List[str] = dataclasses.field(default_factory=list)  # settings the weights need
 
     def lines(self) -> List[str]:
         out = [f"{self.arch.describe()}: {self.num_converted} tensors converted"]
@@ -169,14 +170,14 @@ def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
 
 
 def load_state_dict_file(path) -> Dict[str, object]:
-    """A state dict from a torch checkpoint, read as training reads weights (gn_det.engine.
-    safe_load: no code execution); unwraps {'state_dict': ...} (mmcv) and {'model': ...}
-    (detectron2) containers."""
+    """A state dict from a torch checkpoint or a .safetensors file, read as training reads weights
+    (gn_det.engine.safe_load: no code execution); unwraps {'state_dict': ...} (mmcv) and
+    {'model': ...} (detectron2) containers."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        data = torch_load(str(path), str(path))
+        data = load_weights_file(str(path), str(path))
     except CheckpointError as e:
         raise WeightsError(str(e)) from None
     for container in ("state_dict", "model"):
@@ -207,15 +208,30 @@ def save_d2_weights(weights: Mapping[str, torch.Tensor], path, author: str = AUT
 def convert_torchvision_file(src, dst) -> ConversionReport:
     """Read a torchvision-naming ResNet checkpoint, convert it, write `dst` (.pth/.pkl) and return
     the report. Raises WeightsError (naming the file) on unreadable or non-ResNet input."""
+    return _convert_torchvision(load_state_dict_file(src), src, dst)
+
+
+def convert_weights_file(src, dst) -> ConversionReport:
+    """tools/convert_weights.py: convert a torchvision-naming ResNet or a timm ResNetV2 / BiT
+    checkpoint (told apart by their names) into gn_det's backbone naming; write `dst`."""
+    from . import bit_weights  # it builds on this module
+
     state_dict = load_state_dict_file(src)
+    if bit_weights.is_timm_resnetv2(state_dict):
+        return bit_weights.convert_timm_state_dict_file(state_dict, src, dst)
+    return _convert_torchvision(state_dict, src, dst)
+
+
+def _convert_torchvision(state_dict, src, dst) -> ConversionReport:
     converted, unexpected = convert_torchvision_state_dict(state_dict)
     try:
         arch = infer_resnet_arch(converted)
     except ValueError as e:
         raise WeightsError(f"{src}: not a torchvision-naming ResNet ({e}; expected keys like "
-                           f"conv1.weight, bn1.weight or gn1.weight, layer1.0.conv1.weight)"
+                           f"conv1.weight, bn1.weight or gn1.weight, layer1.0.conv1.weight) nor a "
+                           f"timm ResNetV2 (stem.conv.weight, stages.0.blocks.0.conv1.weight)"
                            ) from None
     missing, not_in_backbone, mismatched = compare_with_backbone(converted, arch)
     save_d2_weights(converted, dst)
     return ConversionReport(arch, len(converted), missing, unexpected + not_in_backbone,
-                            mismatched)
+                            mismatched, notes=[TORCHVISION_INPUT_HINT, WS_HINT])

@@ -26,6 +26,7 @@ CLIS = {
     "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
     "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
     "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),
+    "export_model": ("path", "tools/export_model.py", "export_model"),
 }
 # Kills the process inside its KILL_AT_SAVE-th checkpoint write, then runs the script in argv[1].
 KILLING_WRAPPER = textwrap.dedent("""

@@ -36,6 +36,9 @@ setup(
         "psutil",
     ],
     extras_require={
-        "dev": ["pytest", "timm", "hypothesis", "ruff"],
+        # tools/export_model.py and `benchmark.py export` (tested: onnx 1.23.2, onnxruntime
+        # 1.32.0 with torch 2.14.1); the tests run them, so [dev] pulls them too.
+        "export": ["onnx", "onnxruntime"],
+        "dev": ["pytest", "timm", "hypothesis", "ruff", "onnx", "onnxruntime"],
     },
 )

@@ -11,6 +11,7 @@ false and nothing is touched. `apply_all()` runs before anything imports detectr
 | pkg_resources  | `model_zoo` imports pkg_resources (setuptools<81)| main: importlib            |
 | numpy_aliases  | `np.int`/`np.float`/... removed in numpy 1.24    | main: builtin `int`/`float`|
 | coco_fast_eval | COCOEvaluator's fast path needs `_C`             | use_fast_impl=False        |
+| export_caffe2  | `import detectron2.export` needs caffe2          | main: `.api` only w/ caffe2|
 
 Not a shim: multi-process CPU runs (gn_det.engine.launch) take gn_det's gloo launcher on every
 detectron2, because main's own gloo fallback gives each process all the cores.
@@ -162,6 +163,35 @@ def needs_coco_fast_eval_fallback(compiled: Optional[bool] = None) -> bool:
     return not (has_compiled_ops() if compiled is None else compiled)
 
 
+_EXPORT_INIT = "export/__init__.py"
+_EXPORT_API = "export/api.py"
+# What detectron2.export serves without caffe2 (what main's __init__ imports when caffe2 is
+# absent), by the submodule that defines it; and the caffe2-only names of export/api.py.
+_EXPORT_NAMES = {"TracingAdapter": "flatten", "scripting_with_instances": "torchscript",
+                 "dump_torchscript_IR": "torchscript"}
+_CAFFE2_EXPORT_NAMES = ("add_export_config", "export_caffe2_model", "Caffe2Model",
+                        "export_onnx_model", "Caffe2Tracer")
+
+
+def needs_export_without_caffe2(caffe2_found: Optional[bool] = None,
+                                d2_export_init_src: Optional[str] = None,
+                                d2_export_api_src: Optional[str] = None) -> bool:
+    """True when caffe2 is not importable and detectron2.export's `__init__` imports `.api`
+    unconditionally while `api.py` imports caffe2 at module level (v0.6): `import
+    detectron2.export` would fail. main imports `.api` only when caffe2 imports."""
+    if d2_export_init_src is None:
+        if "detectron2.export" in sys.modules:
+            return False  # imported already (caffe2 present), or our package in place
+        d2_export_init_src = _d2_source(_EXPORT_INIT)
+    if d2_export_api_src is None:
+        d2_export_api_src = _d2_source(_EXPORT_API)
+    if caffe2_found is None:
+        caffe2_found = importlib.util.find_spec("caffe2") is not None
+    return (not caffe2_found
+            and re.search(r"^from \.api import", d2_export_init_src, re.M) is not None
+            and re.search(r"^(from|import) caffe2\b", d2_export_api_src, re.M) is not None)
+
+
 # ----------------------------------------------------------------------------------- shims
 
 @contextlib.contextmanager
@@ -227,6 +257,35 @@ def _apply_coco_fast_eval_fallback():
     coco_evaluation.COCOeval_opt = COCOeval  # use_fast_impl=True now runs pycocotools' COCOeval
 
 
+def _export_getattr(name: str):
+    """detectron2.export's attributes, imported on first use (as main's `__init__` imports them);
+    the caffe2-only ones raise an ImportError naming caffe2."""
+    if name in _EXPORT_NAMES:
+        module = importlib.import_module(f"detectron2.export.{_EXPORT_NAMES[name]}")
+        value = getattr(module, name)
+        setattr(sys.modules["detectron2.export"], name, value)
+        return value
+    if name in _CAFFE2_EXPORT_NAMES:
+        raise ImportError(f"detectron2.export.{name} needs caffe2, which is not installed; "
+                          f"export through detectron2.export.TracingAdapter (torch.jit.trace, "
+                          f"torch.onnx.export), as gn_det's tools/export_model.py does")
+    raise AttributeError(f"module 'detectron2.export' has no attribute {name!r}")
+
+
+def _apply_export_without_caffe2():
+    """Put detectron2.export in sys.modules as its package (its own __path__ and __spec__, so
+    submodules import from its folder) without running its `__init__`: no fake caffe2 module
+    anywhere, and nothing of it imported until used."""
+    import detectron2
+
+    spec = importlib.util.find_spec("detectron2.export")
+    package = importlib.util.module_from_spec(spec)
+    package.__all__ = list(_EXPORT_NAMES)
+    package.__getattr__ = _export_getattr
+    sys.modules["detectron2.export"] = package
+    detectron2.export = package
+
+
 # Order matters: `_C` and Pillow must be bridged before detectron2.layers / .data import.
 SHIMS: Dict[str, "tuple[Callable[[], bool], Callable[[], None]]"] = {
     "missing_C": (needs_missing_C, _apply_missing_C),
@@ -234,6 +293,7 @@ SHIMS: Dict[str, "tuple[Callable[[], bool], Callable[[], None]]"] = {
     "numpy_aliases": (lambda: bool(missing_numpy_aliases()), _apply_numpy_aliases),
     "pkg_resources": (needs_pkg_resources, _apply_pkg_resources),
     "coco_fast_eval": (needs_coco_fast_eval_fallback, _apply_coco_fast_eval_fallback),
+    "export_caffe2": (needs_export_without_caffe2, _apply_export_without_caffe2),
 }
 
 APPLIED: List[str] = []

@@ -34,6 +34,7 @@ CLIS = {
     "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
     "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),
     "pretrain": ("module", "gn_det.study.pretrain", "python -m gn_det.study.pretrain"),
+    "export_model": ("path", "tools/export_model.py", "export_model"),
 }
 # Kills the process inside its KILL_AT_SAVE-th checkpoint write, then runs the script in argv[1].
 KILLING_WRAPPER = textwrap.dedent("""

@@ -1,9 +1,10 @@
 """Every bad input of the reliability issue, run through the real command-line tools (python -m
 gn_det.data, tools/evaluate.py, tools/show_errors.py, tools/visualize_data.py,
-tools/train_net.py, tools/convert_weights.py, datasets/voc_to_coco.py, datasets/make_shapes.py)
-as their `__main__` runs them: each ends as expected. "error" = non-zero exit, no traceback, one
-`<prog>: error:` line containing the expected words; "warning" = exit 0 with a warning line
-containing them (boxes clipped or dropped, an empty results file); "ok" = exit 0.
+tools/train_net.py, tools/convert_weights.py, tools/export_model.py, datasets/voc_to_coco.py,
+datasets/make_shapes.py) as their `__main__` runs them: each ends as expected. "error" =
+non-zero exit, no traceback, one `<prog>: error:` line containing the expected words; "warning" =
+exit 0 with a warning line containing them (boxes clipped or dropped, an empty results file);
+"ok" = exit 0.
 `pytest tests/test_bad_inputs.py -v` lists them.
 """
 import json
@@ -508,6 +509,75 @@ def weights_cases() -> List[Case]:
     ]
 
 
+def sample_png(tmp) -> str:
+    from PIL import Image
+
+    Image.new("RGB", (80, 60), (120, 60, 30)).save(tmp / "sample.png")
+    return str(tmp / "sample.png")
+
+
+def export_case(group, name, words, weights=None, opts=(), sample=sample_png, config=None,
+                args=()):
+    """tools/export_model.py on the tiny toy checkpoint (or `weights(inputs, tmp)`) with the
+    tiny-run opts plus `opts`, a sample image from `sample(tmp)` (None: no --sample-image),
+    `config` (default the toy config) and more flags `args`; nothing may be written."""
+    def build(inputs, tmp):
+        path = weights(inputs, tmp) if weights else str(inputs.checkpoint)
+        images = ["--sample-image", sample(tmp)] if sample else []
+        return "export_model", ["--config-file", config or TOY_CONFIG, "--output",
+                                str(tmp / "export"), *images, *args,
+                                *inputs.train_opts(tmp / "out"), *opts, "MODEL.WEIGHTS", path]
+
+    def nothing_written(tmp):
+        out = tmp / "export"
+        return f"wrote {os.listdir(out)}" if out.is_dir() and os.listdir(out) else None
+    return Case(group, name, "error", words, build, nothing_written)
+
+
+def trained_with_ws(inputs, tmp) -> str:
+    """The tiny checkpoint in a training folder whose config.yaml says GN+WS."""
+    from gn_det.config import load_cfg
+
+    run = tmp / "run"
+    run.mkdir()
+    shutil.copy(inputs.checkpoint, run / "model_final.pth")
+    ws = [x for c in ("BACKBONE", "FPN", "RETINANET_HEAD") for x in (f"MODEL.NORMS.{c}.WS", "True")]
+    (run / "config.yaml").write_text(load_cfg(TOY_CONFIG, inputs.train_opts(tmp / "o") + ws,
+                                              resolve_device=False).dump())
+    return str(run / "model_final.pth")
+
+
+def export_cases() -> List[Case]:
+    return [
+        export_case("weights", "export: checkpoint missing", "nope.pth: no such file",
+                    weights=lambda i, t: str(t / "nope.pth")),
+        export_case("weights", "export: config of another model shape",
+                    ("was saved from a model of another shape than this config builds (",
+                     "in the file but", "pass the config it was trained with"),
+                    opts=["MODEL.FPN.OUT_CHANNELS", "16"]),
+        export_case("weights", "export: BN config for a GN checkpoint",
+                    ("another shape than this config builds (missing", "running_mean"),
+                    opts=["MODEL.NORMS.BACKBONE.TYPE", "BN"]),
+        export_case("weights", "export: GN config, checkpoint trained with GN+WS (config.yaml)",
+                    ("was trained with", "config.yaml (BACKBONE=GN G=8+WS(timm), FPN=GN "
+                     "G=8+WS(timm)", "but this config builds BACKBONE=GN G=8, FPN=GN G=8"),
+                    weights=trained_with_ws),
+        export_case("configs", "export: MODEL.WEIGHTS empty", "MODEL.WEIGHTS is empty",
+                    weights=lambda i, t: ""),
+        export_case("configs", "export: LazyConfig (.py) config",
+                    "LazyConfig (.py) configs are not supported yet", config="/tmp/config.py"),
+        export_case("configs", "export: unknown --format", "--format onnxx: valid are",
+                    args=["--format", "onnxx"]),
+        export_case("images", "export: sample image missing", "nope.png: no such file",
+                    sample=lambda tmp: str(tmp / "nope.png")),
+        export_case("images", "export: sample image is not an image",
+                    "not an image PIL can read", sample=lambda tmp: write(tmp / "x.jpg", b"junk")),
+        export_case("images", "export: no sample image and no test dataset",
+                    "no sample images: pass --sample-image", opts=["DATASETS.TEST", "()"],
+                    sample=None),
+    ]
+
+
 VOC_XML = ("<annotation><filename>{name}</filename><size><width>60</width><height>40</height>"
            "<depth>3</depth></size><object><name>cat</name><bndbox><xmin>11</xmin><ymin>6</ymin>"
            "<xmax>30</xmax><ymax>25</ymax></bndbox></object></annotation>")
@@ -575,7 +645,8 @@ def training_cases() -> List[Case]:
 
 def all_cases() -> List[Case]:
     return (dataset_cases() + browser_cases() + image_cases() + viewer_cases() + results_cases()
-            + config_cases() + weights_cases() + security_cases() + training_cases())
+            + config_cases() + weights_cases() + export_cases() + security_cases()
+            + training_cases())
 
 
 CASES = all_cases()

@@ -32,7 +32,7 @@ def test_eval_runs_and_reports(benchmark, tmp_path, capsys):
 
 
 def test_registry_and_arguments(benchmark):
-    assert {"gn", "ws", "e2e", "eval"} <= set(benchmark.BENCHMARKS)
+    assert {"gn", "ws", "e2e", "eval", "export"} <= set(benchmark.BENCHMARKS)
     assert all(b.help for b in benchmark.BENCHMARKS.values())
     assert benchmark.parse_args(["eval", "--quick"]).quick
     with pytest.raises(SystemExit):
@@ -52,6 +52,8 @@ def test_gn_quick_reports_ratios(benchmark, tmp_path, capsys):
     assert {"C64_32x48", "C256_16x24", "C1024_8x12", "block_conv_gn_relu"} <= set(rows)
     for row in (rows[k] for k in rows if k.startswith("C")):
         assert row["ours_ms"] > 0 and row["ours_vs_naive"] > 0 and row["ours_vs_bn"] > 0
+        low, high = row["ours_vs_naive_ci"]
+        assert low <= row["ours_vs_naive"] <= high
     assert set(result["targets"]) == {"ours_vs_naive", "ours_vs_bn"}
     assert result["machine"]["torch_threads"] >= 1 and result["machine"]["cpu"]
 
@@ -88,7 +90,12 @@ def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
                                      "infer gnws_all unfolded / gn_all"}
     assert result["loader"]["s_per_img"] > 0
     assert result["same_network"] == ["gn_all = gnws_all folded"]
-    assert "[1/1]" in capsys.readouterr().out
+    folded = result["ratios"]["infer gnws_all folded / gn_all"]
+    assert folded["ci"][0] <= folded["ratio"] <= folded["ci"][1] and "cpu_ci" in folded
+    # the folded GN+WS network is the GN-all network: its ratio is the noise floor
+    assert set(result["noise_floor"]) == {"infer gnws_all folded / gn_all"}
+    printed = capsys.readouterr().out
+    assert "[1/1]" in printed and "noise floor, same network: infer gnws_all folded" in printed
 
 
 def test_e2e_arguments_and_variants(benchmark):
@@ -96,10 +103,85 @@ def test_e2e_arguments_and_variants(benchmark):
     for bad in (["--size", "64"], ["--variants", "gn_all,nope"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
             benchmark.parse_args(["e2e", *bad])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["export", "--models", "toy,nope"])
     with pytest.raises(ValueError, match="valid are frozen_bn, stock_gn_all"):
         benchmark.e2e.e2e_benchmark(benchmark.CONFIG_DIR, variants=["bn_all"])
     with pytest.raises(FileNotFoundError, match="config .* not found"):
         benchmark.e2e.e2e_benchmark(str(ROOT), variants=["gn_all"])
+
+
+def test_export_quick_times_every_variant_with_intervals(benchmark, tmp_path, capsys):
+    """The toy model at 64 px, 3 repeats: all five variants timed side by side (the exported ones
+    checked against eager first), every ratio with its interval and verdict."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "export.json"
+    assert benchmark.main(["export", "--quick", "--models", "toy", "--repeats", "3",
+                           "--clock", "cpu", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["export"]["models"]["toy"]
+    assert row["size"] == "64x64" and row["clock"] == "cpu" and row["repeats"] == 3
+    assert set(row["s_per_img"]) == set(benchmark.export_bench.VARIANTS)
+    assert all(v > 0 for v in row["s_per_img"].values())
+    for label, r in row["ratios"].items():
+        assert r["low"] <= r["ratio"] <= r["high"] and r["pairs"] == 3, label
+    printed = capsys.readouterr().out
+    assert "export toy 64x64: ONNX Runtime / eager folded: " in printed
+    assert "eager GN+WS folded / eager GN-all: " in printed and "(target <= 1.00x): " in printed
+
+
+def test_export_accuracy_reports_differences_per_norm(benchmark, tmp_path, capsys):
+    """BN at 64 px: TorchScript and ONNX Runtime against eager, eager against float64, every
+    detection matched; IN is skipped below 129 px (its P7 map would be 1x1)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "acc.json"
+    assert benchmark.main(["export_accuracy", "--quick", "--norms", "BN,IN", "--json",
+                           str(out)]) == 0
+    rows = json.loads(out.read_text())["export_accuracy"]["rows"]
+    assert "skipped" in rows["IN"] and set(rows["BN"]) == {"64x64", "96x64"}
+    for cell in rows["BN"].values():
+        assert set(cell) == {"torchscript vs eager", "onnx vs eager", "eager vs float64",
+                             "onnx vs float64"}
+        for diff in cell.values():
+            assert diff["matched"] == diff["reference"] == diff["exported"] > 10
+            assert diff["max_box_px"] < 0.01 and diff["max_score"] < 1e-5
+        assert cell["torchscript vs eager"]["max_box_px"] == 0
+    assert "  BN onnx vs eager: max |dbox| " in capsys.readouterr().out
+
+
+def test_paired_ratio_interval(benchmark):
+    """Median of the per-pair ratios; the bootstrap interval holds it, narrows with more pairs,
+    and identical variants (ratio 1 up to noise) read 1.00 within it."""
+    import random
+
+    paired_ratio = benchmark.timing.paired_ratio
+    rng = random.Random(1)
+    base = [1 + rng.random() for _ in range(400)]  # a drifting load, shared by both variants
+    noisy = lambda: [b * (1 + rng.gauss(0, 0.03)) for b in base]  # noqa: E731
+    few, many = paired_ratio(noisy()[:10], base[:10]), paired_ratio(noisy(), base)
+    for r in (few, many):
+        assert r.low <= r.ratio <= r.high and r.contains(1.0)
+    assert (many.high - many.low) < (few.high - few.low) and many.high - many.low < 0.02
+    slower = paired_ratio([b * 1.03 for b in noisy()], base)
+    assert not slower.contains(1.0) and slower.low > 1.0  # 3 % resolved with 400 pairs
+    assert paired_ratio([2.0], [1.0]) == (2.0, 2.0, 2.0, 1)
+    assert slower.text().startswith(f"{slower.ratio:.3f}x [")
+    with pytest.raises(ValueError, match="needs pairs"):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_verdicts_use_the_interval(benchmark):
+    assert benchmark.verdict(0.95, [0.93, 0.99], 1.0) == "MET"
+    assert benchmark.verdict(0.99, [0.97, 1.02], 1.0) == "UNRESOLVED"
+    assert benchmark.verdict(1.05, [1.01, 1.09], 1.0) == "MISSED"
+    assert benchmark.verdict(1.05, None, 1.0) == "MISSED"
+    lines = benchmark.target_lines("e2e", {"ratios": {"train gn_all / stock_gn_all": {
+        "ratio": 1.01, "ci": [0.98, 1.04], "target": 1.0, "cpu_ratio": 0.99,
+        "cpu_ci": [0.97, 1.01]}}, "noise_floor": {"train gn_all / stock_gn_all": {
+            "ci": [0.98, 1.04], "contains_1": True, "cpu_contains_1": True}}})
+    assert lines == ["  train gn_all / stock_gn_all: 1.010x [0.980, 1.040], CPU time 0.990x "
+                     "[0.970, 1.010] (target <= 1.00x): UNRESOLVED",
+                     "  noise floor, same network: train gn_all / stock_gn_all: 1.00 within "
+                     "[0.980, 1.040] (CPU time: within)"]
 
 
 def test_interleaved_rotates_order_and_counts(benchmark):

@@ -208,6 +208,17 @@ def test_pickles_only_from_local_paths_or_the_catalog(tmp_path, caplog):
     assert pickle_source_allowed("/data/R-50.pkl") and not pickle_source_allowed("s3://b/x.pkl")
 
 
+def test_strict_load_refuses_missing_and_unexpected_tensors(saved):
+    """strict (export): the file must hold exactly the model; without it, extra and missing
+    tensors are only logged."""
+    message = load_error(Net(extra=True), saved, strict=True)
+    assert message.startswith(f"MODEL.WEIGHTS {saved}: was saved from a model of another shape "
+                              "than this config builds (missing 2 keys: extra.* (2)")
+    assert message.endswith("; pass the config it was trained with")
+    AtomicCheckpointer(Net(extra=True)).load(str(saved))  # not strict: loads, logs the keys
+    AtomicCheckpointer(Net(), strict=True).load(str(saved))  # the same model: loads
+
+
 def test_shape_mismatch_names_the_key_or_is_skipped_on_request(saved, caplog):
     message = load_error(Net(classes=7), saved)
     assert message == (

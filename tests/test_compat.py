@@ -1,4 +1,7 @@
 """gn_det.compat: every shim's guard both ways, and the live environment's shims behave."""
+import subprocess
+import sys
+import textwrap
 import types
 
 import numpy as np
@@ -53,6 +56,46 @@ def test_numpy_alias_guard_both_ways():
 def test_coco_fast_eval_guard_both_ways():
     assert compat.needs_coco_fast_eval_fallback(compiled=False)
     assert not compat.needs_coco_fast_eval_fallback(compiled=True)
+
+
+V06_EXPORT_INIT = "from .api import *\nfrom .flatten import TracingAdapter\n"
+MAIN_EXPORT_INIT = ("from .flatten import TracingAdapter\ntry:\n    from caffe2.proto import "
+                    "caffe2_pb2 as _tmp\nexcept ImportError:\n    pass\nelse:\n"
+                    "    from .api import *\n")
+EXPORT_API = "import torch\nfrom caffe2.proto import caffe2_pb2\nfrom torch import nn\n"
+
+
+def test_export_caffe2_guard_both_ways():
+    assert compat.needs_export_without_caffe2(False, V06_EXPORT_INIT, EXPORT_API)
+    assert not compat.needs_export_without_caffe2(False, MAIN_EXPORT_INIT, EXPORT_API)  # main
+    assert not compat.needs_export_without_caffe2(True, V06_EXPORT_INIT, EXPORT_API)  # caffe2
+    assert not compat.needs_export_without_caffe2(False, V06_EXPORT_INIT, "import torch\n")
+
+
+def test_detectron2_export_imports_without_faking_caffe2():
+    """TracingAdapter & co. import from detectron2.export; caffe2 stays absent, and a caffe2-only
+    name says it needs caffe2 (in a fresh process: the shim imports nothing until used)."""
+    script = textwrap.dedent("""
+        import sys
+        import gn_det
+        import detectron2.export as export
+        assert "detectron2.export.flatten" not in sys.modules  # nothing imported until used
+        from detectron2.export import TracingAdapter, dump_torchscript_IR
+        from detectron2.export.flatten import TracingAdapter as same
+        assert TracingAdapter is same and callable(dump_torchscript_IR)
+        from detectron2.export import scripting_with_instances  # noqa: F401
+        assert "caffe2" not in sys.modules
+        try:
+            from detectron2.export import Caffe2Tracer  # noqa: F401
+        except ImportError as e:
+            assert "needs caffe2" in str(e), e
+        else:
+            assert "export_caffe2" not in gn_det.compat.APPLIED  # a real caffe2 is installed
+        print("applied" if "export_caffe2" in gn_det.compat.APPLIED else "not needed")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("applied", "not needed")
 
 
 def test_live_shims_match_their_guards():

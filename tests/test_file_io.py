@@ -23,6 +23,26 @@ def test_atomic_write_replaces_the_file_or_leaves_it(tmp_path):
     assert os.listdir(tmp_path) == ["out.json"]  # no temp file left behind
 
 
+def test_atomic_write_check_runs_on_the_temp_file_before_the_rename(tmp_path):
+    """A check that raises leaves the previous file (and no temp file); one that passes sees the
+    written bytes under a temp name, then the file takes its name."""
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"old")
+    seen = []
+
+    def refuse(tmp):
+        seen.append((os.path.basename(tmp), open(tmp, "rb").read()))
+        raise ValueError("check failed")
+
+    with pytest.raises(ValueError, match="check failed"):
+        atomic_write(str(path), lambda f: f.write(b"new"), check=refuse)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.bin"]
+    name, content = seen[0]
+    assert content == b"new" and name != "model.bin" and name.endswith(".tmp")
+    atomic_write(str(path), lambda f: f.write(b"new"), check=lambda tmp: None)
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.bin"]
+
+
 @pytest.mark.parametrize("content, reason", [
     (None, "no such results file"),
     (b"[1, 2", "not valid JSON (line 1, column 6: Expecting ',' delimiter)"),

@@ -3,7 +3,9 @@
 
 Each benchmark is a function registered in BENCHMARKS with a one-line description; it returns a
 dict of numbers, printed and optionally written as JSON (--json). Timings are medians over
-repeats. Add one by writing `def bench_x(args) -> dict` and a BENCHMARKS entry.
+repeats; ratios of timings are medians of paired (side-by-side) ratios with a 95 % bootstrap
+interval, and a target is MET only when the whole interval is below it (UNRESOLVED when the
+interval straddles it). Add one by writing `def bench_x(args) -> dict` and a BENCHMARKS entry.
 
     gn     GroupNorm forward+backward at R50-FPN shapes (N=2, 512x768 input): ours vs naive GN,
            BatchNorm (train), FrozenBN, channels_last (--quick: feature maps 4x smaller)
@@ -16,6 +18,14 @@ repeats. Add one by writing `def bench_x(args) -> dict` and a BENCHMARKS entry.
     eval   COCOeval evaluate+accumulate alone vs. the same plus gn_det's P/R/F1 at 4 score x 2 IoU
            thresholds and best-F1 per class (synthetic: 5000 images x 100 detections, 80 classes;
            --quick: 500 images)
+    export inference s/img of eager GN-all vs GN+WS eager unfolded, eager folded, TorchScript and
+           ONNX Runtime, in one process, interleaved: RetinaNet R50-FPN at 512x768 and the toy
+           R-18 at 256 px (--quick: 128x192 and 64 px); --callgrind adds instruction counts of
+           eager folded vs eager GN-all (toy, 64 px)
+    export_accuracy
+           exported vs eager detections per norm (GN, LN, IN, GN+WS, BN), TorchScript and ONNX
+           Runtime, and eager float32 vs float64: max |dbox| (px, and / box size), max |dscore|
+           (toy R-18 with random weights made like trained; --size, default 256x256)
 
 Results and the decisions they led to: docs/PERFORMANCE.md.
 """
@@ -35,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims first)
 import torch  # noqa: E402
 from gn_det.benchmark import e2e, layers, timing  # noqa: E402
+from gn_det.benchmark import export as export_bench  # noqa: E402
 from gn_det.utils.machine import load_average, machine_info  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -112,40 +123,100 @@ def bench_e2e(args) -> Dict:
                              batch=args.batch, variants=variants, threads=args.threads)
 
 
+def bench_export(args) -> Dict:
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    models = args.models.split(",") if args.models else tuple(export_bench.MODELS)
+    return export_bench.export_benchmark(args.config_dir, models=models, repeats=args.repeats,
+                                         quick=args.quick, size=size, clock=args.clock,
+                                         callgrind=args.callgrind)
+
+
+def bench_export_accuracy(args) -> Dict:
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else (
+        (64, 64) if args.quick else (256, 256))
+    norms = args.norms.split(",") if args.norms else tuple(export_bench.ACCURACY_NORMS)
+    return export_bench.accuracy_benchmark(args.config_dir, size, norms)
+
+
 BENCHMARKS: Dict[str, Benchmark] = {
     "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
     "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
     "e2e": Benchmark(bench_e2e, "RetinaNet R50-FPN train s/iter, peak RSS, inference s/img"),
     "eval": Benchmark(bench_eval, "COCOeval alone vs. + P/R at 4 score x 2 IoU thresholds "
                                   "(+ the confusion matrix)"),
+    "export": Benchmark(bench_export, "inference: eager vs folded vs TorchScript vs ONNX Runtime"),
+    "export_accuracy": Benchmark(bench_export_accuracy,
+                                 "exported vs eager detections per norm, and float32 vs 64"),
 }
 
 
 def target_lines(name: str, result: Dict) -> list:
-    """One line per target of the issue: measured ratio, target, met or missed (ratios where
-    lower is better; e2e adds the CPU-time ratio)."""
+    """One line per target of the issue: measured ratio (with its interval where the benchmark
+    gives one), target, and the verdict: MET / MISSED, or UNRESOLVED when the interval straddles
+    the target (ratios where lower is better; e2e adds the CPU-time ratio)."""
     lines = []
     if name in ("gn", "ws"):
         for label, t in result.get("targets", {}).items():
             measured = t.get("max", t.get("summed"))
             how = "worst shape" if "max" in t else "all shapes summed"
-            lines.append((f"{name} {label} ({how})", measured, t["target"], None))
+            lines.append((f"{name} {label} ({how})", measured, t.get("ci"), t["target"], None))
     elif name == "e2e":
         for label, t in result.get("ratios", {}).items():
-            lines.append((label, t["ratio"], t["target"], t.get("cpu_ratio")))
+            cpu = (t["cpu_ratio"], t.get("cpu_ci")) if "cpu_ratio" in t else None
+            lines.append((label, t["ratio"], t.get("ci"), t["target"], cpu))
     elif name == "eval":
-        lines.append(("eval (COCOeval + P/R) / COCOeval", result["ratio"], result["budget_ratio"],
-                      None))
+        lines.append(("eval (COCOeval + P/R) / COCOeval", result["ratio"], None,
+                      result["budget_ratio"], None))
         lines.append(("eval (COCOeval + P/R + confusion matrix) / COCOeval",
-                      result["ratio_with_confusion"], result["budget_ratio"], None))
+                      result["ratio_with_confusion"], None, result["budget_ratio"], None))
+    elif name == "export":
+        for label, t, target in export_bench.ratio_lines(result):
+            lines.append((label, t["ratio"], [t["low"], t["high"]], target, None))
     out = []
-    for label, measured, target, cpu in lines:
-        verdict = ("reported" if target is None else
-                   "MET" if measured <= target else "MISSED")
-        cpu_text = f", CPU time {cpu:.3f}x" if cpu is not None else ""
-        target_text = f"target <= {target:.2f}x" if target is not None else "no target"
-        out.append(f"  {label}: {measured:.3f}x{cpu_text} ({target_text}): {verdict}")
+    for label, measured, ci, target, cpu in lines:
+        out.append(f"  {label}: {_with_ci(measured, ci)}"
+                   + (f", CPU time {_with_ci(*cpu)}" if cpu is not None else "")
+                   + (f" (target <= {target:.2f}x): {verdict(measured, ci, target)}"
+                      if target is not None else " (no target): reported"))
+    if name == "e2e":
+        for label, t in result.get("noise_floor", {}).items():
+            out.append(f"  noise floor, same network: {label}: 1.00 "
+                       f"{'within' if t['contains_1'] else 'OUTSIDE'} [{t['ci'][0]:.3f}, "
+                       f"{t['ci'][1]:.3f}] (CPU time: "
+                       f"{'within' if t['cpu_contains_1'] else 'OUTSIDE'})")
+    if name == "export_accuracy":
+        for norm, row in result.get("rows", {}).items():
+            if "skipped" in row:
+                out.append(f"  {norm}: skipped ({row['skipped']})")
+                continue
+            for what in next(iter(row.values())):
+                cells = [cell[what] for cell in row.values()]
+                out.append(f"  {norm} {what}: max |dbox| "
+                           f"{max(c['max_box_px'] for c in cells):.2g} px "
+                           f"({max(c['max_box_rel'] for c in cells):.2g} x box size), max "
+                           f"|dscore| {max(c['max_score'] for c in cells):.2g}; matched "
+                           f"{sum(c['matched'] for c in cells)}/"
+                           f"{sum(c['reference'] for c in cells)}")
+    if name == "export" and "callgrind" in result:
+        cg = result["callgrind"]
+        out.append(f"  export callgrind {cg['model']} {cg['size']}: eager GN+WS folded / eager "
+                   f"GN-all instructions per image: {cg['folded_vs_gn_all']:.4f}x (target <= "
+                   f"1.00x): {'MET' if cg['folded_vs_gn_all'] <= 1.0 else 'MISSED'}")
     return out
+
+
+def _with_ci(measured: float, ci) -> str:
+    return f"{measured:.3f}x" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def verdict(measured: float, ci, target: float) -> str:
+    """MET / MISSED from the interval when there is one (UNRESOLVED if it straddles the target),
+    else from the measured value."""
+    if not ci:
+        return "MET" if measured <= target else "MISSED"
+    if ci[1] <= target:
+        return "MET"
+    return "MISSED" if ci[0] > target else "UNRESOLVED"
 
 
 def parse_args(argv=None):
@@ -159,9 +230,9 @@ def parse_args(argv=None):
                     help="torch intra-op threads (default: torch's own choice); 1 is robust to "
                          "other processes' load, which stalls every multi-threaded op")
     ap.add_argument("--clock", choices=sorted(timing.CLOCKS), default="wall",
-                    help="gn, ws: wall = elapsed time (default); cpu = this process's CPU "
-                         "time, all threads (with --threads 1, robust to others' load); e2e "
-                         "always reports both")
+                    help="gn, ws, export: wall = elapsed time (default); cpu = this process's "
+                         "CPU time, all threads (with --threads 1, robust to others' load); "
+                         "e2e always reports both")
     group = ap.add_argument_group("eval")
     group.add_argument("--images", type=int, default=0, help="images (default 5000; --quick 500)")
     group.add_argument("--dets", type=int, default=100, help="detections per image")
@@ -172,6 +243,15 @@ def parse_args(argv=None):
     group.add_argument("--variants", default="",
                        help=f"comma-separated subset of: {', '.join(e2e.VARIANTS)} (default all)")
     group.add_argument("--config-dir", default=CONFIG_DIR, help="the repository's configs/")
+    group = ap.add_argument_group("export (also --size for the r50 model, --clock, --config-dir)")
+    group.add_argument("--models", default="",
+                       help=f"comma-separated subset of: {', '.join(export_bench.MODELS)} "
+                            f"(default all)")
+    group.add_argument("--callgrind", action="store_true",
+                       help="also count instructions (valgrind, ~10 min on 2 cores)")
+    group.add_argument("--norms", default="",
+                       help=f"export_accuracy: comma-separated subset of: "
+                            f"{', '.join(export_bench.ACCURACY_NORMS)} (default all)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -184,6 +264,13 @@ def parse_args(argv=None):
     bad = [v for v in args.variants.split(",") if v and v not in e2e.VARIANTS]
     if bad:
         ap.error(f"--variants: unknown {', '.join(bad)}; valid: {', '.join(e2e.VARIANTS)}")
+    bad = [n for n in args.norms.split(",") if n and n not in export_bench.ACCURACY_NORMS]
+    if bad:
+        ap.error(f"--norms: unknown {', '.join(bad)}; valid: "
+                 f"{', '.join(export_bench.ACCURACY_NORMS)}")
+    bad = [m for m in args.models.split(",") if m and m not in export_bench.MODELS]
+    if bad:
+        ap.error(f"--models: unknown {', '.join(bad)}; valid: {', '.join(export_bench.MODELS)}")
     return args
 
 
@@ -198,7 +285,9 @@ def main(argv=None) -> int:
     result = BENCHMARKS[args.name].run(args)
     result["machine"] = dict(machine, load_avg_1m_after=load_average())
     print(json.dumps({args.name: result}, indent=1))
-    print(f"{args.name} ratios (lower is better):", *target_lines(args.name, result), sep="\n")
+    header = ("largest differences per detection" if args.name == "export_accuracy"
+              else "ratios (lower is better)")
+    print(f"{args.name} {header}:", *target_lines(args.name, result), sep="\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({args.name: result}, f, indent=1)

@@ -4,7 +4,9 @@ and GN+WS-all.
 
 Each variant lives in its own worker process (this module run with `--worker`), so its peak RSS
 (ru_maxrss) is its own; the parent sends one command at a time and rotates through the workers,
-so train steps and inference calls of all variants are interleaved within every repeat.
+so train steps and inference calls of all variants are interleaved within every repeat. Every
+timing ratio is the median of its per-round ratios with a bootstrap interval; ratios between
+variants that build the same network are the noise floor (`noise_floor`: 1.00 must lie inside).
 """
 import argparse
 import copy
@@ -16,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..model_zoo import NORM_PRESETS
 from ..utils.machine import peak_rss_mb
 from ..utils.processes import child_env
-from .timing import CLOCKS, eta, ratio
+from .timing import CLOCKS, eta, paired_ratio, ratio
 
 
 class Variant(NamedTuple):
@@ -261,10 +263,13 @@ class Worker:
         os.unlink(self.log.name)
 
 
-def _rounds(calls: List[tuple], repeats: int, label: str) -> Dict[str, Dict[str, float]]:
-    """Median seconds per key and clock ({key: {"wall": s, "cpu": s}}), interleaved through the
-    workers: `calls` are (key, worker, cmd); each of `repeats` rounds gives every call one turn
-    (an untimed call, then the timed one), starting one call later than the round before."""
+def _rounds(calls: List[tuple], repeats: int, label: str
+            ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, Dict[str, List[float]]]]:
+    """Median seconds per key and clock ({key: {"wall": s, "cpu": s}}) and the samples behind
+    them ({key: {"wall": [s, ...], ...}}, the r-th from round r: paired across keys),
+    interleaved through the workers: `calls` are (key, worker, cmd); each of `repeats` rounds
+    gives every call one turn (an untimed call, then the timed one), starting one call later
+    than the round before."""
     samples = {key: {name: [] for name in CLOCKS} for key, _, _ in calls}
     start = time.perf_counter()
     for r in range(repeats):
@@ -276,8 +281,8 @@ def _rounds(calls: List[tuple], repeats: int, label: str) -> Dict[str, Dict[str,
         print(f"  e2e {label} [{r + 1}/{repeats}] "
               + ", ".join(f"{k} {v['wall'][-1]:.2f}s" for k, v in samples.items())
               + f"; {eta(r + 1, repeats, time.perf_counter() - start)}", flush=True)
-    return {key: {name: statistics.median(v) for name, v in clocks.items()}
-            for key, clocks in samples.items()}
+    return ({key: {name: statistics.median(v) for name, v in clocks.items()}
+             for key, clocks in samples.items()}, samples)
 
 
 def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
@@ -303,13 +308,13 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
                                         f"(--config-dir should be the repository's configs/)")
             workers.append(Worker(name, path, variant.opts, size, batch, threads))
         ready = {w.name: w.read() for w in workers}
-        train = _rounds([(w.name, w, {"cmd": "train"}) for w in workers], repeats,
-                        "train s/iter")
+        train, train_samples = _rounds([(w.name, w, {"cmd": "train"}) for w in workers],
+                                       repeats, "train s/iter")
         memory = {w.name: w.ask(cmd="stats") for w in workers}
         calls = [(w.name, w, {"cmd": "infer"}) for w in workers]
         calls += [(f"{w.name}_folded", w, {"cmd": "infer", "folded": True}) for w in workers
                   if ready[w.name]["ws_convs"]]
-        infer = _rounds(calls, repeats, "inference s/img")
+        infer, infer_samples = _rounds(calls, repeats, "inference s/img")
     finally:
         for w in workers:
             w.close()
@@ -327,9 +332,11 @@ def e2e_benchmark(config_dir: str, quick: bool = False, repeats: int = 3,
     loader = loader_benchmark(config_dir, size, repeats)
     loader["share_of_train_step"] = ratio(loader["s_per_img"] * batch,
                                           min(r["train_s_per_iter"] for r in rows.values()))
+    ratios = _ratios(rows, {"train": train_samples, "infer": infer_samples})
     return {"size": f"{size[0]}x{size[1]}", "batch": batch, "repeats": repeats,
             "torch_threads": ready[variants[0]]["torch_threads"], "rows": rows,
-            "ratios": _ratios(rows), "same_network": same_networks(ready), "loader": loader}
+            "ratios": ratios, "same_network": same_networks(ready),
+            "noise_floor": noise_floor(ratios, ready), "loader": loader}
 
 
 def same_networks(ready: Dict[str, Dict]) -> List[str]:
@@ -375,19 +382,55 @@ RATIOS = (
 )
 
 
-def _ratios(rows: Dict) -> Dict:
-    """RATIOS as {label: {"ratio": elapsed, "cpu_ratio": CPU time, "target"}}, for those whose
-    variants both ran. The folded inference ratio compares GN+WS folded against GN-all's (plain,
-    WS-free) inference."""
+def _sample_key(variant: str, key: str) -> Tuple[str, str]:
+    """(group, key) of the samples behind a row key: ('infer', 'gnws_all_folded')."""
+    group = key.split("_")[0]
+    return group, f"{variant}_folded" if "folded" in key else variant
+
+
+def _ratios(rows: Dict, samples: Optional[Dict] = None) -> Dict:
+    """RATIOS as {label: {"ratio", "ci", "cpu_ratio", "cpu_ci", "target"}}, for those whose
+    variants both ran. With the timing samples (`samples`: {"train"|"infer": {key: {clock:
+    [s, ...]}}}, paired by round), a ratio is the median of the per-round ratios with its
+    bootstrap interval (timing.paired_ratio); without them (peak RSS), the ratio of the two
+    values. The folded inference ratio compares GN+WS folded against GN-all's (plain, WS-free)
+    inference."""
     out = {}
     for label, a, b, key, target in RATIOS:
         ref_key = key.replace("infer_folded_", "infer_")
         if not (rows.get(a, {}).get(key) and rows.get(b, {}).get(ref_key)):
             continue
+        (group, ka), (_, kb) = _sample_key(a, key), _sample_key(b, ref_key)
+        paired = samples.get(group, {}) if samples else {}
+        if ka in paired and kb in paired:
+            entry = {"target": target}
+            for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
+                r = paired_ratio(paired[ka][clock], paired[kb][clock])
+                entry[f"{prefix}ratio"] = round(r.ratio, 3)
+                entry[f"{prefix}ci"] = [round(r.low, 3), round(r.high, 3)]
+            out[label] = entry
+            continue
         out[label] = {"ratio": ratio(rows[a][key], rows[b][ref_key]), "target": target}
         cpu_key, cpu_ref = (k.replace("_s_per_", "_cpu_s_per_") for k in (key, ref_key))
         if cpu_key != key:
             out[label]["cpu_ratio"] = ratio(rows[a][cpu_key], rows[b][cpu_ref])
+    return out
+
+
+def noise_floor(ratios: Dict, ready: Dict[str, Dict]) -> Dict[str, Dict]:
+    """The timing ratios between two variants that build the same network (network_signature;
+    a folded GN+WS model counts as its folded network): each must read 1.00 within its
+    interval, or the interval understates this machine's noise."""
+    out = {}
+    for label, a, b, key, _ in RATIOS:
+        if label not in ratios or "ci" not in ratios[label] or a not in ready or b not in ready:
+            continue
+        net_a = ready[a]["folded_signature"] if "folded" in key else ready[a]["signature"]
+        if net_a and net_a == ready[b]["signature"]:
+            r = ratios[label]
+            out[label] = {"ci": r["ci"], "cpu_ci": r["cpu_ci"],
+                          "contains_1": r["ci"][0] <= 1.0 <= r["ci"][1],
+                          "cpu_contains_1": r["cpu_ci"][0] <= 1.0 <= r["cpu_ci"][1]}
     return out
 
 

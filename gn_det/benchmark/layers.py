@@ -1,6 +1,8 @@
 """Layer benchmarks at R50-FPN shapes (N=2, feature maps of a 512x768 input): GroupNorm against
 the naive reshape/mean/var GN, BatchNorm and FrozenBN; WS convs against plain convs in training
-and in inference. Each comparison is timed side by side (gn_det.benchmark.timing.interleaved).
+and in inference. Each comparison is timed side by side (gn_det.benchmark.timing.interleaved);
+every ratio is the median of the paired per-repeat ratios with its bootstrap interval
+(`<ratio>_ci`).
 """
 import copy
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -12,7 +14,7 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 from ..layers import WS_STYLES, WSConv2d, build_norm, fold_ws, standardize_weight
-from .timing import CLOCKS, interleaved, medians, ratio
+from .timing import CLOCKS, interleaved, medians, paired_ratio
 
 BATCH = 2
 # (channels, H, W) of GN inputs in R50-FPN at 512x768: res2 bottleneck (stride 4), FPN / head
@@ -92,18 +94,32 @@ def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES,
                     "bn": _fwd_bwd(nn.BatchNorm2d(c), x, grad),
                     "frozen_bn": _fwd_bwd(FrozenBatchNorm2d(c), x, grad),
                     "ours_channels_last": _fwd_bwd(ours, x_cl, grad_cl)}
-        med = medians(interleaved(variants, repeats, label=f"GN C={c} {h}x{w} ", clock=timer))
+        samples = interleaved(variants, repeats, label=f"GN C={c} {h}x{w} ", clock=timer)
         rows[f"C{c}_{h}x{w}"] = {
-            **{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
-            "ours_vs_naive": ratio(med["ours"], med["naive"]),
-            "ours_vs_bn": ratio(med["ours"], med["bn"]),
-            "ours_vs_frozen_bn": ratio(med["ours"], med["frozen_bn"]),
-            "channels_last_vs_ours": ratio(med["ours_channels_last"], med["ours"])}
+            **{f"{k}_ms": round(v * 1e3, 3) for k, v in medians(samples).items()},
+            **_ratios(samples, {"ours_vs_naive": ("ours", "naive"), "ours_vs_bn": ("ours", "bn"),
+                                "ours_vs_frozen_bn": ("ours", "frozen_bn"),
+                                "channels_last_vs_ours": ("ours_channels_last", "ours")})}
     rows["block_conv_gn_relu"] = _channels_last_block(quick, repeats, timer)
-    worst = lambda key: max(r[key] for k, r in rows.items() if k.startswith("C"))  # noqa: E731
     return {"batch": BATCH, "repeats": repeats, "clock": clock, "rows": rows,
-            "targets": {"ours_vs_naive": {"max": worst("ours_vs_naive"), "target": 0.5},
-                        "ours_vs_bn": {"max": worst("ours_vs_bn"), "target": 1.5}}}
+            "targets": {"ours_vs_naive": _worst(rows, "ours_vs_naive", 0.5),
+                        "ours_vs_bn": _worst(rows, "ours_vs_bn", 1.5)}}
+
+
+def _ratios(samples: Dict[str, List[float]], pairs: Dict[str, Tuple[str, str]]) -> Dict:
+    """{key: median paired ratio, key_ci: [low, high]} for each key -> (variant, reference)."""
+    out = {}
+    for key, (a, b) in pairs.items():
+        r = paired_ratio(samples[a], samples[b])
+        out[key] = round(r.ratio, 3)
+        out[f"{key}_ci"] = [round(r.low, 3), round(r.high, 3)]
+    return out
+
+
+def _worst(rows: Dict, key: str, target: float) -> Dict:
+    """The target entry for the shape where `key` is largest, with that shape's interval."""
+    shape = max((k for k in rows if k.startswith("C")), key=lambda k: rows[k][key])
+    return {"max": rows[shape][key], "ci": rows[shape][f"{key}_ci"], "target": target}
 
 
 def _channels_last_block(quick: bool, repeats: int, timer) -> Dict:
@@ -118,9 +134,9 @@ def _channels_last_block(quick: bool, repeats: int, timer) -> Dict:
         grad = torch.randn(BATCH, 256, h, w).contiguous(memory_format=fmt)
         variants["nchw" if fmt is torch.contiguous_format else "channels_last"] = \
             _fwd_bwd(block, x, grad)
-    med = medians(interleaved(variants, repeats, label=f"conv-GN-ReLU {h}x{w} ", clock=timer))
-    return {**{f"{k}_ms": round(v * 1e3, 3) for k, v in med.items()},
-            "channels_last_vs_nchw": ratio(med["channels_last"], med["nchw"])}
+    samples = interleaved(variants, repeats, label=f"conv-GN-ReLU {h}x{w} ", clock=timer)
+    return {**{f"{k}_ms": round(v * 1e3, 3) for k, v in medians(samples).items()},
+            **_ratios(samples, {"channels_last_vs_nchw": ("channels_last", "nchw")})}
 
 
 def _standardize_alternatives(weight: torch.Tensor, eps: Dict[str, float]) -> Dict[str, Callable]:
@@ -163,34 +179,36 @@ def ws_benchmark(quick: bool = False, repeats: int = 3, shapes=CONV_SHAPES,
         for conv in ws.values():
             conv.weight = nn.Parameter(plain.weight.detach().clone())
         grad = torch.randn(BATCH, cout, h, w)
-        train = medians(interleaved(
+        train = interleaved(
             {"plain": _fwd_bwd(plain, x, grad), "ws_timm": _fwd_bwd(ws["timm"], x, grad),
              "ws_mmcv": _fwd_bwd(ws["mmcv"], x, grad)},
-            repeats, label=f"WS train {name} ", clock=timer))
+            repeats, label=f"WS train {name} ", clock=timer)
         ws_eval = ws["timm"].eval()
         folded = fold_ws(copy.deepcopy(ws_eval))
         recompute = lambda conv=ws_eval, x=x: conv._conv_forward(  # noqa: E731
             x, standardize_weight(conv.weight, "timm", conv.ws_eps), None)
-        evals = medians(interleaved(
+        evals = interleaved(
             {"plain": _no_grad(plain.eval(), x), "ws": _no_grad(ws_eval, x),
              "ws_recompute": _no_grad(recompute), "folded": _no_grad(folded, x)},
-            repeats, label=f"WS eval {name} ", clock=timer))
-        std = medians(interleaved(
+            repeats, label=f"WS eval {name} ", clock=timer)
+        std = interleaved(
             {k2: _fwd_bwd_fn(fn, plain.weight.detach()) for k2, fn in
              _standardize_alternatives(plain.weight, eps).items()},
-            repeats, label=f"standardize {name} ", clock=timer))
-        for group, med in (("train", train), ("eval", evals), ("standardize", std)):
-            for key, value in med.items():
-                totals[(group, key)] = totals.get((group, key), 0.0) + value
+            repeats, label=f"standardize {name} ", clock=timer)
+        for group, samples in (("train", train), ("eval", evals), ("standardize", std)):
+            for key, values in samples.items():  # summed repeat by repeat: pairs stay pairs
+                old = totals.get((group, key), [0.0] * len(values))
+                totals[(group, key)] = [a + b for a, b in zip(old, values)]
         rows[f"{name}_{cin}to{cout}_k{k}_{h}x{w}"] = _ws_row(train, evals, std)
     total = {g: {k: v for (g2, k), v in totals.items() if g2 == g}
              for g in ("train", "eval", "standardize")}
     rows["all_shapes_summed"] = _ws_row(total["train"], total["eval"], total["standardize"])
     summed = rows["all_shapes_summed"]
+    targets = {"train_ws_timm_vs_plain": 1.05, "eval_ws_vs_plain": 1.02,
+               "eval_folded_vs_plain": 1.02}
     return {"batch": BATCH, "repeats": repeats, "clock": clock, "rows": rows, "targets": {
-        "train_ws_timm_vs_plain": {"summed": summed["train_ws_timm_vs_plain"], "target": 1.05},
-        "eval_ws_vs_plain": {"summed": summed["eval_ws_vs_plain"], "target": 1.02},
-        "eval_folded_vs_plain": {"summed": summed["eval_folded_vs_plain"], "target": 1.02}}}
+        key: {"summed": summed[key], "ci": summed[f"{key}_ci"], "target": target}
+        for key, target in targets.items()}}
 
 
 def _fwd_bwd_fn(fn: Callable, weight: torch.Tensor) -> Callable[[], None]:
@@ -202,18 +220,19 @@ def _fwd_bwd_fn(fn: Callable, weight: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def _ms(medians_s: Dict, prefix: str) -> Dict:
-    return {f"{prefix}_{k}_ms": round(v * 1e3, 3) for k, v in medians_s.items()}
+def _ms(samples: Dict, prefix: str) -> Dict:
+    return {f"{prefix}_{k}_ms": round(v * 1e3, 3) for k, v in medians(samples).items()}
 
 
 def _ws_row(train: Dict, evals: Dict, std: Dict) -> Dict:
+    """Medians (ms) and paired ratios with intervals from the three groups' samples."""
     return {**_ms(train, "train"), **_ms(evals, "eval"), **_ms(std, "standardize"),
-            "train_ws_timm_vs_plain": ratio(train["ws_timm"], train["plain"]),
-            "train_ws_mmcv_vs_plain": ratio(train["ws_mmcv"], train["plain"]),
-            "eval_ws_vs_plain": ratio(evals["ws"], evals["plain"]),
-            "eval_ws_recompute_vs_plain": ratio(evals["ws_recompute"], evals["plain"]),
-            "eval_folded_vs_plain": ratio(evals["folded"], evals["plain"]),
-            "standardize_timm_ours_vs_batch_norm": ratio(std["timm_ours"],
-                                                         std["timm_batch_norm"]),
-            "standardize_mmcv_ours_vs_std_mean": ratio(std["mmcv_ours"], std["mmcv_std_mean"])}
-
+            **_ratios(train, {"train_ws_timm_vs_plain": ("ws_timm", "plain"),
+                              "train_ws_mmcv_vs_plain": ("ws_mmcv", "plain")}),
+            **_ratios(evals, {"eval_ws_vs_plain": ("ws", "plain"),
+                              "eval_ws_recompute_vs_plain": ("ws_recompute", "plain"),
+                              "eval_folded_vs_plain": ("folded", "plain")}),
+            **_ratios(std, {"standardize_timm_ours_vs_batch_norm": ("timm_ours",
+                                                                    "timm_batch_norm"),
+                            "standardize_mmcv_ours_vs_std_mean": ("mmcv_ours",
+                                                                  "mmcv_std_mean")})}

@@ -2,12 +2,15 @@
 progress with an ETA (the machine facts a measurement must be read with: gn_det.utils.machine).
 
 Interleaving matters on a shared machine: load from other processes changes over seconds, and
-timing variant A's repeats before B's would turn that drift into a false A/B ratio.
+timing variant A's repeats before B's would turn that drift into a false A/B ratio. It also pairs
+the samples (the i-th of each variant ran side by side), which is what `paired_ratio` uses: the
+median of the per-pair ratios with a bootstrap confidence interval, so that a ratio is read with
+the noise it was measured in.
 """
+import random
 import statistics
 import time
-from typing import Callable, Dict, List, Mapping
-
+from typing import Callable, Dict, List, Mapping, NamedTuple, Sequence
 
 
 def eta(done: int, total: int, elapsed: float) -> str:
@@ -27,11 +30,12 @@ CLOCKS: Dict[str, Callable[[], float]] = {
 
 def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1,
                 label: str = "", progress: bool = True,
-                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+                clock: Callable[[], float] = time.perf_counter,
+                every: int = 1) -> Dict[str, List[float]]:
     """Seconds (of `clock`) per call of each variant, `repeats` samples each: after `warmup`
     untimed calls of every variant, each repeat calls every variant once, starting one variant
     later each time so that no variant always runs first (after another variant's cache /
-    allocator state)."""
+    allocator state). Progress: a line every `every` repeats and after the last."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(variants)
@@ -45,7 +49,7 @@ def interleaved(variants: Mapping[str, Callable[[], object]], repeats: int, warm
             t0 = clock()
             variants[name]()
             samples[name].append(clock() - t0)
-        if progress:
+        if progress and ((r + 1) % every == 0 or r + 1 == repeats):
             elapsed = time.perf_counter() - start
             print(f"  {label}[{r + 1}/{repeats}] {eta(r + 1, repeats, elapsed)}", flush=True)
     return samples
@@ -57,3 +61,52 @@ def medians(samples: Mapping[str, List[float]]) -> Dict[str, float]:
 
 def ratio(num: float, den: float, digits: int = 3) -> float:
     return round(num / den, digits) if den > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------ ratios with intervals
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+class Ratio(NamedTuple):
+    """A ratio of paired samples: the median of the per-pair ratios, and its confidence interval
+    [low, high] (percentile bootstrap over the pairs); `pairs` = how many."""
+
+    ratio: float
+    low: float
+    high: float
+    pairs: int
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+    def text(self) -> str:
+        """'1.003x [0.991, 1.015]' (the interval at CONFIDENCE)."""
+        return f"{self.ratio:.3f}x [{self.low:.3f}, {self.high:.3f}]"
+
+    def as_dict(self, digits: int = 4) -> Dict[str, float]:
+        return {"ratio": round(self.ratio, digits), "low": round(self.low, digits),
+                "high": round(self.high, digits), "pairs": self.pairs}
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float], confidence: float = CONFIDENCE,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Ratio:
+    """num[i] / den[i] for samples taken side by side, summarized as the median of the per-pair
+    ratios (robust to a stall hitting one sample), with a percentile-bootstrap interval: the pairs
+    resampled with replacement `resamples` times (seeded, so a result file reproduces)."""
+    if len(num) != len(den) or not num:
+        raise ValueError(f"paired_ratio needs pairs: got {len(num)} and {len(den)} samples")
+    ratios = [a / b if b > 0 else float("nan") for a, b in zip(num, den)]
+    if any(r != r for r in ratios):
+        return Ratio(float("nan"), float("nan"), float("nan"), len(ratios))
+    point = statistics.median(ratios)
+    if len(ratios) == 1:
+        return Ratio(point, point, point, 1)
+    rng = random.Random(seed)
+    n = len(ratios)
+    boot = sorted(statistics.median(rng.choices(ratios, k=n)) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = boot[int(tail * (resamples - 1))]
+    high = boot[int(round((1 - tail) * (resamples - 1)))]
+    return Ratio(point, low, high, n)

@@ -63,13 +63,16 @@ class AtomicCheckpointer(DetectionCheckpointer):
     """Saves like detectron2's checkpointer (same file names and contents), atomically; loads
     with the checks in the module docstring. `skip_mismatched` (MODEL.SKIP_MISMATCHED_WEIGHTS)
     leaves tensors of another shape at their initialization, with a warning naming them, instead
-    of refusing them (never on resume)."""
+    of refusing them (never on resume). `strict`: any missing or unexpected tensor is refused
+    too, as on resume (export: the file must hold exactly the model the config builds)."""
 
     weights_key = "MODEL.WEIGHTS"  # how messages name a file passed to load()
 
-    def __init__(self, model, save_dir="", *, skip_mismatched: bool = False, **kwargs):
+    def __init__(self, model, save_dir="", *, skip_mismatched: bool = False,
+                 strict: bool = False, **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.skip_mismatched = skip_mismatched
+        self.strict = strict
         self._resuming = False
         self._source = ""
         if self.save_to_disk and save_dir and os.path.isdir(save_dir):
@@ -184,12 +187,14 @@ class AtomicCheckpointer(DetectionCheckpointer):
         model_shapes = {k: tuple(v.shape) for k, v in model_state.items()}
         incompatible = _pair_renamed_mismatches(incompatible, shapes, model_shapes)
         loaded = sum(1 for k, s in shapes.items() if model_shapes.get(k) == s)
-        if self._resuming and (incompatible.missing_keys or incompatible.unexpected_keys
-                               or incompatible.incorrect_shapes):
+        if (self._resuming or self.strict) and (incompatible.missing_keys
+                                                or incompatible.unexpected_keys
+                                                or incompatible.incorrect_shapes):
+            hint = ("resume with the config it was trained with, or train into a new OUTPUT_DIR"
+                    if self._resuming else "pass the config it was trained with")
             raise CheckpointError(
                 f"{source}: was saved from a model of another shape than this config builds "
-                f"({_describe(incompatible)}); resume with the config it was trained with, or "
-                f"train into a new OUTPUT_DIR")
+                f"({_describe(incompatible)}); {hint}")
         if incompatible.incorrect_shapes and not self.skip_mismatched:
             raise CheckpointError(
                 f"{source}: {_describe_mismatch(incompatible.incorrect_shapes)}; if those layers "

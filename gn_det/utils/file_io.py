@@ -3,7 +3,7 @@ the evaluation tools and the study."""
 import json
 import os
 import tempfile
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable, Optional
 
 
 class JSONFileError(ValueError):
@@ -14,9 +14,12 @@ class JSONFileError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
-def atomic_write(path: str, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: str, write: Callable[[IO[bytes]], object],
+                 check: Optional[Callable[[str], object]] = None) -> None:
     """Write `path` through `write(file)` into a temp file in the same folder, fsync it, then
-    rename it over `path`: a kill mid-write leaves the previous file intact."""
+    rename it over `path`: a kill mid-write leaves the previous file intact. `check(temp path)`,
+    if given, runs on the written file before the rename; if it raises, `path` is not touched
+    (e.g. an exported model is checked before it takes the real name)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
@@ -24,6 +27,8 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -171,11 +171,27 @@ def register_datasets(entries, cache_dir: str, check_images: bool = True,
 
 def register_datasets_from_cfg(cfg) -> List[str]:
     """Validate and register every DATASETS.COCO_FORMAT entry of a YAML config, then check that
-    each name in DATASETS.TRAIN / DATASETS.TEST is registered. Returns the names from
-    COCO_FORMAT."""
+    each name in DATASETS.TRAIN / DATASETS.TEST is registered and that the training datasets
+    have the model's class count. Returns the names from COCO_FORMAT."""
     cache_dir = cfg.DATASETS.CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "dataset_cache")
-    return register_datasets(cfg.DATASETS.COCO_FORMAT, cache_dir, bool(cfg.DATASETS.CHECK_IMAGES),
-                             {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
+    names = register_datasets(cfg.DATASETS.COCO_FORMAT, cache_dir, bool(cfg.DATASETS.CHECK_IMAGES),
+                              {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
+    check_num_classes(cfg)
+    return names
+
+
+def check_num_classes(cfg) -> None:
+    """A one-line error when a training dataset's class count differs from the model's (a head
+    with fewer outputs than the dataset's classes fails mid-training; more trains dead outputs)."""
+    key = "MODEL.RETINANET.NUM_CLASSES" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE \
+        else "MODEL.ROI_HEADS.NUM_CLASSES"
+    expected = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
+        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    for name in cfg.DATASETS.TRAIN:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is not None and len(classes) != expected:
+            raise DatasetError(f"dataset {name!r} has {len(classes)} classes but {key} is "
+                               f"{expected}; add `{key} {len(classes)}` to the command")
 
 
 def _check_used_dataset(where: str, name: str, from_cfg: List[str]):

@@ -175,18 +175,3 @@ class Grid:
             cfg.DATASETS.CACHE_DIR = os.path.abspath(os.path.join(out, "dataset_cache"))
         register_datasets_from_cfg(cfg)
         return cfg
-
-
-def check_num_classes(cfg: CfgNode) -> None:
-    """A one-line error when the training dataset's class count differs from the model's."""
-    from detectron2.data import MetadataCatalog
-
-    key = "MODEL.RETINANET.NUM_CLASSES" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE \
-        else "MODEL.ROI_HEADS.NUM_CLASSES"
-    expected = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
-        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    for name in cfg.DATASETS.TRAIN:
-        classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != expected:
-            raise ValueError(f"dataset {name!r} has {len(classes)} classes but {key} is "
-                             f"{expected}; add `{key} {len(classes)}` to the command")

@@ -66,41 +66,112 @@ class ExportError(ValueError):
 
 # ------------------------------------------------------------------------------ config and model
 
+def is_lazy(cfg) -> bool:
+    """A LazyConfig (omegaconf) rather than a YAML CfgNode."""
+    from detectron2.config import CfgNode
+
+    return not isinstance(cfg, CfgNode)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """What the export reads from the training config, the same for YAML and LazyConfig."""
+
+    weights: str
+    min_size_test: int
+    max_size_test: int
+    input_format: str
+    score_thresh: float
+    detections_per_image: int
+    test_datasets: Tuple[str, ...]
+
+
+def settings(cfg) -> ExportSettings:
+    """The export's settings from a YAML config (MODEL.WEIGHTS, INPUT.*_SIZE_TEST, ...) or a
+    LazyConfig (train.init_checkpoint, the test mapper's ResizeShortestEdge, model.*)."""
+    if not is_lazy(cfg):
+        return ExportSettings(cfg.MODEL.WEIGHTS, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                              cfg.INPUT.FORMAT, cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
+                              cfg.TEST.DETECTIONS_PER_IMAGE, tuple(cfg.DATASETS.TEST))
+    from detectron2.config import instantiate
+    from detectron2.data import transforms as T
+
+    from .lazy_config import call_argument
+
+    resize = [a for a in instantiate(cfg.dataloader.test.mapper.augmentations)
+              if isinstance(a, T.ResizeShortestEdge)]
+    if len(resize) != 1:
+        raise ExportError("dataloader.test.mapper.augmentations: expected one "
+                          f"ResizeShortestEdge (the test size), found {len(resize)}")
+    names = cfg.dataloader.test.dataset.names
+    return ExportSettings(str(cfg.train.init_checkpoint), int(resize[0].short_edge_length[0]),
+                          int(resize[0].max_size), str(call_argument(cfg.model, "input_format")),
+                          float(call_argument(cfg.model, "test_score_thresh")),
+                          int(call_argument(cfg.model, "max_detections_per_image")),
+                          (names,) if isinstance(names, str) else tuple(names))
+
+
 def load_export_config(config_file: str, opts: Sequence[str] = ()):
-    """The config to export: the one place the export reads it (a YAML config through
-    gn_det.config.load_cfg; LazyConfig .py files will be read here once gn_det supports them).
-    MODEL.DEVICE is cpu: the export and its check run on CPU."""
+    """The config to export, read in this one place: a YAML config through
+    gn_det.config.load_cfg (opts: KEY VALUE ...), or a LazyConfig .py through
+    gn_det.lazy_config.load_lazy_cfg (opts: key=value ...). The export and its check run on CPU."""
+    if config_file.endswith(".py"):
+        from .lazy_config import load_lazy_cfg
+
+        cfg = load_lazy_cfg(config_file, [*opts, "train.device=cpu"])
+        key = "train.init_checkpoint"
+        example = "train.init_checkpoint=output/run/model_final.pth"
+    else:
+        from .config import load_cfg
+
+        cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", "cpu"])
+        key, example = "MODEL.WEIGHTS", "MODEL.WEIGHTS output/run/model_final.pth"
+    if not settings(cfg).weights:
+        raise ExportError(f"{key} is empty: pass the trained checkpoint to export, e.g. "
+                          f"{example}")
+    return cfg
+
+
+def component_specs(cfg) -> Dict[str, object]:
+    """Each component's norm + WS (ConvNormSpec), from a YAML config or a LazyConfig."""
+    if is_lazy(cfg):
+        from .lazy_config import lazy_component_specs
+
+        return lazy_component_specs(cfg)
+    from .config import all_component_specs
+
+    return all_component_specs(cfg)
+
+
+def _trained_config(path: str, lazy: bool):
+    """The config.yaml that training wrote beside the checkpoint (train_net: a YAML config;
+    lazy_train_net: LazyConfig.save's YAML)."""
+    if lazy:
+        from detectron2.config import LazyConfig
+
+        return LazyConfig.load(path)
     from .config import load_cfg
 
-    if config_file.endswith(".py"):
-        raise ExportError(f"--config-file {config_file}: LazyConfig (.py) configs are not "
-                          f"supported yet; pass the YAML config the model was trained with")
-    cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", "cpu"])
-    if not cfg.MODEL.WEIGHTS:
-        raise ExportError("MODEL.WEIGHTS is empty: pass the trained checkpoint to export, e.g. "
-                          "MODEL.WEIGHTS output/run/model_final.pth")
-    return cfg
+    return load_cfg(path, resolve_device=False)
 
 
 def check_trained_config(cfg, weights: str) -> None:
     """A checkpoint records shapes, not norm kinds (GN with any group count, LN and IN, with or
     without WS, have the same tensors): where training left its config.yaml beside the
     checkpoint, every component's norm and WS must be the ones this config builds."""
-    from .config import all_component_specs, load_cfg
-
     trained = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml")
     if not os.path.isfile(trained):
         return
     try:
-        theirs = all_component_specs(load_cfg(trained, resolve_device=False))
-    except (ValueError, KeyError, OSError) as e:
+        theirs = component_specs(_trained_config(trained, is_lazy(cfg)))
+    except Exception as e:  # noqa: BLE001  another kind of config, or unreadable: not compared
         logger.warning("%s: not compared with the config (%s)", trained, one_line(e))
         return
-    ours = all_component_specs(cfg)
+    ours = component_specs(cfg)
     differ = [c for c in ours if ours[c] != theirs.get(c)]
     if differ:
         raise ExportError(
-            f"MODEL.WEIGHTS {weights} was trained with {trained} ("
+            f"checkpoint {weights} was trained with {trained} ("
             + ", ".join(f"{c}={_spec_text(theirs.get(c))}" for c in differ)
             + "), but this config builds " + ", ".join(f"{c}={_spec_text(ours[c])}"
                                                        for c in differ)
@@ -131,9 +202,15 @@ def load_trained_model(cfg) -> nn.Module:
     from . import modeling  # noqa: F401  (registers gn_det's components)
     from .engine.checkpoint import AtomicCheckpointer
 
-    check_trained_config(cfg, cfg.MODEL.WEIGHTS)
-    model = build_model(cfg)
-    AtomicCheckpointer(model, strict=True).load(cfg.MODEL.WEIGHTS)
+    weights = settings(cfg).weights
+    check_trained_config(cfg, weights)
+    if is_lazy(cfg):
+        from detectron2.config import instantiate
+
+        model = instantiate(cfg.model)
+    else:
+        model = build_model(cfg)
+    AtomicCheckpointer(model, strict=True).load(weights)
     return model.eval()
 
 
@@ -163,7 +240,8 @@ def prepare_image(cfg, image: np.ndarray, name: str = "image") -> Sample:
     from detectron2.data import transforms as T
 
     height, width = image.shape[:2]
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    conf = settings(cfg)
+    resize = T.ResizeShortestEdge([conf.min_size_test] * 2, conf.max_size_test)
     resized = resize.get_transform(image).apply_image(image)
     tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
     return Sample(name, tensor, height, width)
@@ -180,7 +258,7 @@ def read_sample_images(cfg, paths: Sequence[str]) -> List[Sample]:
         if not os.path.isfile(path):
             raise ExportError(f"--sample-image {path}: no such file")
         try:
-            image = read_image(path, format=cfg.INPUT.FORMAT)
+            image = read_image(path, format=settings(cfg).input_format)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ExportError(f"--sample-image {path}: not an image PIL can read "
                               f"({one_line(e, brief=True)})") from None
@@ -584,8 +662,8 @@ def check_exported(fmt: str, path: str, samples: Sequence[Sample],
     out = {}
     for sample, ref in zip(samples, reference):
         got = run(sample.image)
-        cmp = match_detections(ref, got, tolerance, cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
-                               cfg.TEST.DETECTIONS_PER_IMAGE)
+        conf = settings(cfg)
+        cmp = match_detections(ref, got, tolerance, conf.score_thresh, conf.detections_per_image)
         out[sample.name] = cmp
         if not cmp.ok:
             culprits = wrong_norms(fmt, model, opset) if model is not None else []
@@ -605,7 +683,6 @@ def export_model(model: nn.Module, cfg, samples: Sequence[Sample], output_dir: s
     """Fold WS, trace, export each format under a temp name in `output_dir`, check it against
     the eager (unfolded) `model` on `samples`, rename it, and return the report (also written to
     output_dir/export.json). Raises ExportError; files whose check failed are not written."""
-    from .config import describe_norms
     from .utils.file_io import atomic_write, write_json
 
     check_supported(model)
@@ -645,10 +722,12 @@ def export_model(model: nn.Module, cfg, samples: Sequence[Sample], output_dir: s
                   f"(max |dbox| {results[fmt].summary()['max_box_diff_px']:.2g} px, max "
                   f"|dscore| {results[fmt].summary()['max_score_diff']:.2g})")
     report = {
-        "config_norms": describe_norms(cfg), "ws_convs_folded": ws_convs,
-        "weights": cfg.MODEL.WEIGHTS, "opset": opset if "onnx" in formats else None,
+        "config_norms": " ".join(f"{c}={spec.describe()}"
+                                 for c, spec in component_specs(cfg).items()),
+        "ws_convs_folded": ws_convs,
+        "weights": settings(cfg).weights, "opset": opset if "onnx" in formats else None,
         "input": {"name": INPUT_NAME, "layout": "(3, H, W) float32, 0-255, INPUT.FORMAT "
-                  f"{cfg.INPUT.FORMAT}, resized to the test size; H and W dynamic"},
+                  f"{settings(cfg).input_format}, resized to the test size; H and W dynamic"},
         "outputs": {"boxes": "(N, 4) float32 x0 y0 x1 y1 at the input size",
                     "classes": "(N,) int64", "scores": "(N,) float32",
                     "image_size": "(2,) int64 input H, W"},

@@ -99,19 +99,38 @@ def apply_overrides(cfg, overrides: Sequence[str]):
     return LazyConfig.apply_overrides(cfg, list(overrides))
 
 
-def _target_parameters(node) -> set:
-    """The keyword arguments the lazy call `node` (its `_target_`) takes."""
+def _target_signature(node):
+    """The signature of the lazy call `node`'s `_target_`, or None where it has none."""
     target = node.get("_target_", None)
     if isinstance(target, str):
         from detectron2.utils.registry import locate
 
         target = locate(target)
     try:
-        signature = inspect.signature(target)
+        return inspect.signature(target)
     except (TypeError, ValueError):
+        return None
+
+
+def _target_parameters(node) -> set:
+    """The keyword arguments the lazy call `node` (its `_target_`) takes."""
+    signature = _target_signature(node)
+    if signature is None:
         return set()
     return {n for n, p in signature.parameters.items()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+
+
+def call_argument(node, name: str):
+    """The value the lazy call `node` passes as `name`: set in the config, or else the default
+    of its target's signature (KeyError when it has neither)."""
+    if name in node:
+        return node[name]
+    signature = _target_signature(node)
+    parameter = signature.parameters.get(name) if signature is not None else None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise KeyError(f"{name}: not set in the config and {node.get('_target_')} has no default")
+    return parameter.default
 
 
 def _check_type(raw: str, key: str, old, new):
@@ -152,6 +171,24 @@ def check_norms(cfg):
             ConvNormSpec.of(norm, node.get("ws", False))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path}.norm: {e}") from None
+
+
+# Where each gn_det component sits in a LazyConfig model, by its MODEL.NORMS name.
+LAZY_COMPONENTS = {"BACKBONE": "backbone.bottom_up", "FPN": "backbone", "RETINANET_HEAD": "head",
+                   "BOX_HEAD": "roi_heads.box_head", "MASK_HEAD": "roi_heads.mask_head"}
+
+
+def lazy_component_specs(cfg) -> Dict[str, ConvNormSpec]:
+    """The norm + WS of each component a LazyConfig model sets them for, by MODEL.NORMS name
+    (components whose node has no `norm`, or a callable one, are left out)."""
+    from omegaconf import OmegaConf
+
+    specs = {}
+    for component, where in LAZY_COMPONENTS.items():
+        node = OmegaConf.select(cfg.model, where, default=None)
+        if node is not None and "norm" in node and not callable(node.norm):
+            specs[component] = ConvNormSpec.of(node.norm, node.get("ws", False))
+    return specs
 
 
 def used_dataset_names(cfg) -> Dict[str, List[str]]:

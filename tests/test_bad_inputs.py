@@ -564,8 +564,15 @@ def export_cases() -> List[Case]:
                     weights=trained_with_ws),
         export_case("configs", "export: MODEL.WEIGHTS empty", "MODEL.WEIGHTS is empty",
                     weights=lambda i, t: ""),
-        export_case("configs", "export: LazyConfig (.py) config",
-                    "LazyConfig (.py) configs are not supported yet", config="/tmp/config.py"),
+        Case("configs", "export: LazyConfig with train.init_checkpoint empty", "error",
+             "train.init_checkpoint is empty: pass the trained checkpoint",
+             lambda inputs, tmp: ("export_model", [
+                 "--config-file", LAZY_TOY, "--output", str(tmp / "export"),
+                 "train.init_checkpoint=''"])),
+        Case("configs", "export: LazyConfig given a YAML-style override", "error",
+             "model.nrom", lambda inputs, tmp: ("export_model", [
+                 "--config-file", LAZY_TOY, "--output", str(tmp / "export"),
+                 f"train.init_checkpoint={inputs.checkpoint}", "model.nrom=GN"])),
         export_case("configs", "export: unknown --format", "--format onnxx: valid are",
                     args=["--format", "onnxx"]),
         export_case("images", "export: sample image missing", "nope.png: no such file",
@@ -633,6 +640,11 @@ def training_cases() -> List[Case]:
         return "train_net", ["--num-gpus", "2", *inputs.train_net(
             tmp / "out", "MODEL.WEIGHTS", str(tmp / "nope.pth"))]
     return [
+        Case("training", "model's class count differs from the dataset's", "error",
+             "has 4 classes but MODEL.RETINANET.NUM_CLASSES is 3; add "
+             "`MODEL.RETINANET.NUM_CLASSES 4`",
+             lambda inputs, tmp: ("train_net", inputs.train_net(
+                 tmp / "out", "MODEL.RETINANET.NUM_CLASSES", "3"))),
         Case("training", "NaN loss", "error",
              "loss is not finite at iteration 3 (micro-step 0): loss_cls=nan", nan, nan_check),
         Case("training", "SIGKILL inside a checkpoint save, then --resume", "ok",

@@ -3,14 +3,14 @@ PyTorch per detection, for every norm; the check refuses a model an exporter got
 the norm; an op that cannot be exported is named with its layer; detection matching itself."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from cli_harness import TINY_MODEL_OPTS, TOY_CONFIG, run_cli, tiny_dataset_opts
+from cli_harness import (SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG, run_cli, shared_data,
+                         tiny_dataset_opts)
 from conftest import REPO
 from gn_det import export
 from gn_det.benchmark.export import like_trained
@@ -18,20 +18,17 @@ from gn_det.layers import NormSpec, build_norm
 
 pytest.importorskip("onnxruntime")
 
-# norm -> (MODEL.NORMS TYPE, WS, extra opts, input size). The paper's LN is GroupNorm(1, C): one
-# group, set through the GN group count so this test does not depend on a type string. IN
-# normalizes each channel over its own map, which needs P7 (stride 128) larger than 1x1: 160 px.
+# norm -> (MODEL.NORMS TYPE, WS, extra opts, input size). LN_CHW is the GN paper's LN,
+# GroupNorm(1, C). IN normalizes each channel over its own map, which needs P7 (stride 128)
+# larger than 1x1: 160 px.
 NORMS = {
     "GN": ("GN", False, [], 64),
-    "LN (GN, 1 group)": ("GN", False, ["MODEL.NORMS.GN.NUM_GROUPS", "1"], 64),
+    "LN_CHW": ("LN_CHW", False, [], 64),
     "IN": ("IN", False, [], 160),
     "GN+WS": ("GN", True, [], 64),
     "BN": ("BN", False, [], 64),
 }
-# The shared real datasets sit beside the repository (GN_DET_SHARED_DATA overrides, e.g. in a
-# worktree elsewhere).
-DATA = Path(os.environ.get("GN_DET_SHARED_DATA", REPO.parent / "shared" / "data"))
-PHOTO = DATA / "raccoon" / "images" / "raccoon-1.jpg"
+PHOTO = SHARED_DATA / "raccoon" / "images" / "raccoon-1.jpg"
 
 
 def model_opts(norm: str):
@@ -100,8 +97,7 @@ def test_tool_exports_a_checkpoint_and_runs_on_a_real_photograph(tmp_path):
     """tools/export_model.py on a saved GN+WS checkpoint and a real photograph (raccoon): it
     says what runs inside and outside the graph, writes checked files, and the ONNX model plus
     the outside steps (resize, postprocess) give eager's detections at the photo's size."""
-    if not PHOTO.is_file():
-        pytest.skip(f"{PHOTO} not found (the shared real datasets sit beside the repository)")
+    shared_data(PHOTO)
     cfg, model = tiny_model("GN+WS")
     weights = save_checkpoint(model, tmp_path / "run")
     out = tmp_path / "export"
@@ -127,6 +123,32 @@ def test_tool_exports_a_checkpoint_and_runs_on_a_real_photograph(tmp_path):
     cmp = export.match_detections(eager, onnx, export.DEFAULT_TOLERANCE)
     assert cmp.ok and cmp.matched == len(eager) > 10, cmp.describe()
     assert onnx.boxes[:, 2].max() > sample.image.shape[2]  # in the photo's pixels, not the input's
+
+
+def test_tool_exports_a_lazyconfig_model(tmp_path):
+    """A LazyConfig preset (the toy GN+WS R-18) with train.init_checkpoint: the same export and
+    check, the test size read from the test mapper's ResizeShortestEdge."""
+    from detectron2.config import instantiate
+    from gn_det.lazy_config import load_lazy_cfg
+
+    config = str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")
+    torch.manual_seed(0)
+    model = like_trained(instantiate(load_lazy_cfg(config, ["train.init_checkpoint=''"]).model))
+    weights = save_checkpoint(model, tmp_path / "run")
+    cfg = export.load_export_config(config, [f"train.init_checkpoint={weights}"])
+    conf = export.settings(cfg)
+    assert (conf.min_size_test, conf.max_size_test, conf.input_format) == (160, 160, "BGR")
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (90, 120, 3), np.uint8)).save(image)
+    code, stdout, stderr = run_cli("export_model", [
+        "--config-file", config, "--output", str(tmp_path / "export"), "--sample-image",
+        str(image), f"train.init_checkpoint={weights}"])
+    assert code == 0, stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "export")) == ["export.json", "model.onnx", "model.ts"]
+    report = json.loads((tmp_path / "export/export.json").read_text())
+    assert report["config_norms"].startswith("BACKBONE=GN+WS") and report["ws_convs_folded"] > 0
 
 
 def test_tool_takes_samples_from_the_test_dataset(tiny_shapes, tmp_path):
@@ -191,7 +213,7 @@ def test_an_op_that_cannot_be_exported_is_named_with_its_layer(tmp_path):
         str(info.value)
 
 
-ALONE = {"GN": (NormSpec("GN"), 64), "LN (GN, 1 group)": (NormSpec("GN", num_groups=1), 64),
+ALONE = {"GN": (NormSpec("GN"), 64), "LN_CHW": (NormSpec("LN_CHW"), 64),
          "IN": (NormSpec("IN"), 32),
          "GN 16 channels/group": (NormSpec("GN", channels_per_group=16), 64),
          "BN": (NormSpec("BN"), 32), "FrozenBN": (NormSpec("FrozenBN"), 32)}

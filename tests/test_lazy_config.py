@@ -16,7 +16,7 @@ from gn_det.benchmark.e2e import network_signature
 from gn_det.config import load_cfg
 from gn_det.data import DatasetError
 from gn_det.layers import WSConv2d
-from gn_det.lazy_config import load_lazy_cfg, register_lazy_datasets
+from gn_det.lazy_config import call_argument, load_lazy_cfg, register_lazy_datasets
 
 from cli_harness import tiny_dataset_opts
 from conftest import REPO
@@ -41,7 +41,8 @@ def batch(size=64, masks=False):
 def test_the_presets_are_there():
     assert {"retinanet_R_50_FPN_1x_gn_all.py", "retinanet_R_50_FPN_1x_gnws_all.py",
             "mask_rcnn_R_50_FPN_1x_gn.py", "mask_rcnn_R_50_FPN_1x_gnws.py",
-            "toy/retinanet_R_18_FPN_gnws_shapes.py"} <= set(PRESETS)
+            "toy/retinanet_R_18_FPN_gnws_shapes.py", "retinanet_BiT_50x1_FPN_1x.py",
+            "mask_rcnn_BiT_50x1_FPN_1x.py"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -70,7 +71,7 @@ def test_preset_builds_steps_and_infers_on_cpu(preset):
              if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d))}
     assert norms == {nn.GroupNorm}
     has_ws = any(isinstance(m, WSConv2d) for m in model.modules())
-    assert has_ws == ("gnws" in preset)
+    assert has_ws == ("gnws" in preset or "BiT" in preset)
 
 
 def test_toy_preset_is_the_network_of_its_yaml_twin():
@@ -79,6 +80,23 @@ def test_toy_preset_is_the_network_of_its_yaml_twin():
     assert network_signature(lazy) == network_signature(yaml)
     assert sum(p.numel() for p in lazy.parameters()) == sum(p.numel() for p in yaml.parameters())
     assert lazy.backbone.size_divisibility == yaml.backbone.size_divisibility
+
+
+@pytest.mark.parametrize("lazy_name, yaml_name", [
+    ("retinanet_BiT_50x1_FPN_1x.py", "BiT/retinanet_BiT_50x1_FPN_1x.yaml"),
+    ("mask_rcnn_BiT_50x1_FPN_1x.py", "BiT/mask_rcnn_BiT_50x1_FPN_1x.yaml")])
+def test_bit_presets_are_the_networks_of_their_yaml_twins(lazy_name, yaml_name):
+    cfg = load_lazy_cfg(str(LAZY / lazy_name), ["train.init_checkpoint=''"])
+    torch.manual_seed(0)
+    lazy = instantiate(cfg.model)
+    yaml = build_model(load_cfg(str(REPO / "configs" / yaml_name), ["MODEL.WEIGHTS", ""]))
+    assert network_signature(lazy) == network_signature(yaml)
+    assert sum(p.numel() for p in lazy.parameters()) == sum(p.numel() for p in yaml.parameters())
+    assert ([p.requires_grad for p in lazy.parameters()]
+            == [p.requires_grad for p in yaml.parameters()])
+    assert lazy.input_format == yaml.input_format == "RGB"
+    assert lazy.pixel_mean.flatten().tolist() == yaml.pixel_mean.flatten().tolist() == [127.5] * 3
+    assert cfg.dataloader.train.mapper.image_format == "RGB"
 
 
 def test_one_override_switches_one_component():
@@ -145,3 +163,12 @@ def test_datasets_come_from_the_config(tiny_shapes, tmp_path):
     cfg.datasets.coco_format = [["x", str(Path(tmp_path) / "none.json"), str(tmp_path)]]
     with pytest.raises(DatasetError, match=r"none.json: annotation file not found"):
         register_lazy_datasets(cfg)
+
+
+def test_call_argument_is_the_config_value_or_the_targets_default():
+    cfg = load_lazy_cfg(TOY)
+    assert call_argument(cfg.model, "num_classes") == cfg.model.num_classes == 4
+    assert "test_score_thresh" not in cfg.model  # RetinaNet's own default applies
+    assert call_argument(cfg.model, "test_score_thresh") == 0.05
+    with pytest.raises(KeyError, match="not_an_argument: not set in the config"):
+        call_argument(cfg.model, "not_an_argument")

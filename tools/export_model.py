@@ -5,6 +5,8 @@ flags, tracing method):
 
     python tools/export_model.py --config-file CONFIG.yaml --format both --output DIR \\
         --sample-image photo.jpg [--sample-image more.jpg ...] MODEL.WEIGHTS model_final.pth
+    python tools/export_model.py --config-file CONFIG.py --output DIR --sample-image photo.jpg \\
+        train.init_checkpoint=model_final.pth
 
 Without --sample-image, the first --num-samples images of --sample-dataset (default:
 DATASETS.TEST[0], registered from DATASETS.COCO_FORMAT) are used. Writes DIR/model.ts,
@@ -29,7 +31,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="export_model", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE",
-                    help="the YAML config the model was trained with")
+                    help="the config the model was trained with: YAML, or a LazyConfig .py")
     ap.add_argument("--format", default="both",
                     help=f"{', '.join(export.FORMATS)}, a comma-separated list, or both "
                          f"(default)")
@@ -52,7 +54,8 @@ def parse_args(argv=None):
                     help=f"check: allowed score difference (default {tol.score_atol:g})")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("opts", nargs=argparse.REMAINDER,
-                    help="config overrides KEY VALUE ..., MODEL.WEIGHTS (the checkpoint) included")
+                    help="config overrides: KEY VALUE ... with MODEL.WEIGHTS (the checkpoint) for "
+                         "YAML; key=value ... with train.init_checkpoint for LazyConfig")
     args = ap.parse_args(argv)
     if args.num_samples < 1:
         ap.error("--num-samples must be >= 1")
@@ -70,10 +73,13 @@ def parse_args(argv=None):
 def samples_for(args, cfg):
     if args.sample_image:
         return export.read_sample_images(cfg, args.sample_image)
-    from gn_det.data import register_datasets_from_cfg
-
-    register_datasets_from_cfg(cfg)
-    name = args.sample_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    if export.is_lazy(cfg):
+        from gn_det.lazy_config import register_lazy_datasets as register
+    else:
+        from gn_det.data import register_datasets_from_cfg as register
+    register(cfg)
+    test = export.settings(cfg).test_datasets
+    name = args.sample_dataset or (test[0] if test else "")
     if not name:
         raise export.ExportError("no sample images: pass --sample-image PATH or "
                                  "--sample-dataset NAME")

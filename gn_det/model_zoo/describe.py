@@ -9,13 +9,9 @@ from typing import Dict, List, Sequence
 import torch.distributed as dist
 
 from ..config import component_spec, load_cfg
-from ..layers import ConvNormSpec
 from . import config_dir
 
 HEADER = "| config | meta-architecture | norms (+WS) per component | parameters | trainable |"
-# Where each component sits in a LazyConfig model, by gn_det's component names (MODEL.NORMS).
-LAZY_COMPONENTS = {"BACKBONE": "backbone.bottom_up", "FPN": "backbone", "RETINANET_HEAD": "head",
-                   "BOX_HEAD": "roi_heads.box_head", "MASK_HEAD": "roi_heads.mask_head"}
 
 
 def preset_configs(root: Path = None) -> List[Path]:
@@ -67,16 +63,11 @@ def describe_yaml(path, opts: Sequence = ()) -> dict:
 
 def describe_lazy(path, overrides: Sequence[str] = ()) -> dict:
     from detectron2.config import instantiate
-    from omegaconf import OmegaConf
 
-    from ..lazy_config import load_lazy_cfg
+    from ..lazy_config import lazy_component_specs, load_lazy_cfg
 
     cfg = load_lazy_cfg(str(path), ["train.init_checkpoint=''", *overrides])
-    specs = {}
-    for component, where in LAZY_COMPONENTS.items():
-        node = OmegaConf.select(cfg.model, where, default=None)
-        if node is not None and "norm" in node:
-            specs[component] = ConvNormSpec.of(node.norm, node.get("ws", False))
+    specs = lazy_component_specs(cfg)
     with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
         model = instantiate(cfg.model)
     return {"config": str(path), "meta_architecture": type(model).__name__,

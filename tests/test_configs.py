@@ -1,5 +1,6 @@
 """configs/: every YAML loads with safe YAML, builds, trains a step and predicts on CPU, and each
-preset puts the norm and WS its name says into every component."""
+preset puts the norm and WS its name says into every component; the CPU configs for real data
+(configs/real/) train and evaluate on another COCO-format dataset when only the dataset changes."""
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,9 @@ EXPECTED = {
     "RCNN/scratch_mask_rcnn_R_50_FPN_3x_gnws.yaml": dict.fromkeys(_RCNN, (GN, 1)),
     "BiT/retinanet_BiT_50x1_FPN_1x.yaml": dict.fromkeys(_RETINA, (GN, 1)),
     "BiT/mask_rcnn_BiT_50x1_FPN_1x.yaml": dict.fromkeys(_RCNN, (GN, 1)),
+    "real/retinanet_R_18_FPN_gnws_cpu.yaml": dict.fromkeys(_RETINA, (GN, 1)),
+    "real/retinanet_R_18_FPN_gn_cpu.yaml": dict.fromkeys(_RETINA, (GN, 0)),
+    "real/retinanet_R_18_FPN_bn_all_cpu.yaml": dict.fromkeys(_RETINA, (BN, 0)),
 }
 # Fewer R-CNN proposals and sampled RoIs than COCO training: the 4conv box head on 1000 RoIs costs
 # ~0.2 TFLOP per pass, too much for CPU tests; nothing here depends on the norm.
@@ -209,3 +213,27 @@ def test_one_line_switch():
 def test_invalid_settings_fail_at_build(opts, message):
     with pytest.raises(ValueError, match=message):
         build_model(load("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", *opts))
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_CONFIGS if n.startswith("real/")])
+def test_real_data_config_trains_on_any_coco_dataset(name, tiny_shapes, tmp_path):
+    """train_net with a configs/real/ file and another dataset (the tiny shapes, 4 classes): only
+    DATASETS.COCO_FORMAT and NUM_CLASSES change (plus size and iterations, to keep it short)."""
+    import json
+
+    from cli_harness import run_cli
+
+    dataset = ["DATASETS.COCO_FORMAT", str([
+        ["real_train", f"{tiny_shapes}/annotations/train.json", f"{tiny_shapes}/train"],
+        ["real_val", f"{tiny_shapes}/annotations/val.json", f"{tiny_shapes}/val"]]),
+        "MODEL.RETINANET.NUM_CLASSES", "4"]
+    short = ["INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST",
+             "64", "INPUT.MAX_SIZE_TEST", "64", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "()",
+             "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(tmp_path)]
+    cfg = load(name)
+    assert cfg.SOLVER.IMS_PER_BATCH <= 2 and cfg.MODEL.WEIGHTS == ""  # small batch, from scratch
+    code, _, err = run_cli("train_net", ["--config-file", str(CONFIGS / name), *dataset, *short])
+    assert code == 0, err[-3000:]
+    final = json.loads((tmp_path / "metrics_final.json").read_text())
+    assert final["iteration"] == 2 and {"AP", "AP50"} <= set(final["results"]["bbox"])
+    assert (tmp_path / "inference/real_val/confusion_matrix.png").is_file()

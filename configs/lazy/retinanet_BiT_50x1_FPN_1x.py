@@ -3,18 +3,9 @@
 # configs/BiT/retinanet_BiT_50x1_FPN_1x.yaml. train.init_checkpoint is timm's state dict as timm
 # saves it (.pth / .bin / .safetensors); README "BiT backbones" says how to get it. Other widths
 # and depths: model.backbone.bottom_up.depth=101 model.backbone.bottom_up.width_factor=3.
-from gn_det.modeling.bit import make_bit
-
-from detectron2.config import LazyCall as L
-
+from .common.models.bit import use_bit
 from .retinanet_R_50_FPN_1x_gnws_all import (dataloader, datasets, lr_multiplier,  # noqa: F401
                                              model, optimizer, train)
 
-model.backbone.bottom_up = L(make_bit)(depth=50, width_factor=1, norm="GN", ws=True,
-                                       out_features=["res3", "res4", "res5"], freeze_at=2)
-model.pixel_mean = [127.5, 127.5, 127.5]
-model.pixel_std = [127.5, 127.5, 127.5]
-model.input_format = "RGB"
-dataloader.train.mapper.image_format = "RGB"
-dataloader.test.mapper.image_format = "RGB"
+use_bit(model, dataloader, out_features=["res3", "res4", "res5"])
 train.init_checkpoint = "weights/resnetv2_50x1_bit.goog_in21k.pth"

@@ -32,12 +32,12 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import ResNet
 
 from ..config import component_spec
 from ..layers import ConvNormSpec, NormSpec, WSSpec, build_conv, build_norm
-from .fpn import _fpn_args, make_fpn
+from .fpn import _fpn_args, make_fpn, make_retinanet_fpn
 from .memory_format import apply_channels_last
 
 BIT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -252,12 +252,4 @@ def build_gn_bit_fpn_backbone(cfg, input_shape: ShapeSpec):
 def build_gn_retinanet_bit_fpn_backbone(cfg, input_shape: ShapeSpec):
     """BiT-FPN for RetinaNet, p3-p7 (P6/P7: detectron2's plain convs, here from the final-normed
     res5) as build_gn_retinanet_resnet_fpn_backbone; MODEL.NORMS.FPN."""
-    bottom_up = make_bit(cfg, input_shape)
-    shapes = bottom_up.output_shape()
-    if "res5" not in shapes:
-        raise ValueError(f"MODEL.BIT.OUT_FEATURES={list(cfg.MODEL.BIT.OUT_FEATURES)}: the "
-                         f"RetinaNet FPN computes P6/P7 from res5, which must be among them")
-    args = _fpn_args(cfg)
-    top_block = LastLevelP6P7(shapes["res5"].channels, args["out_channels"])
-    return apply_channels_last(make_fpn(bottom_up, top_block=top_block, **args),
-                               cfg.MODEL.CHANNELS_LAST)
+    return make_retinanet_fpn(cfg, make_bit(cfg, input_shape), "MODEL.BIT.OUT_FEATURES")

@@ -71,16 +71,22 @@ def build_gn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     return apply_channels_last(fpn, cfg.MODEL.CHANNELS_LAST)
 
 
+def make_retinanet_fpn(cfg, bottom_up: Backbone, features_key: str):
+    """detectron2's RetinaNet FPN (p3-p7; P6/P7 plain convs from res5) over `bottom_up` with
+    MODEL.NORMS.FPN; `features_key` names the config key of `bottom_up`'s outputs in the error
+    when res5 is not among them."""
+    shapes = bottom_up.output_shape()
+    if "res5" not in shapes:
+        raise ValueError(f"{features_key}={list(shapes)}: the RetinaNet FPN computes P6/P7 from "
+                         f"res5, which must be among them")
+    args = _fpn_args(cfg)
+    top_block = LastLevelP6P7(shapes["res5"].channels, args["out_channels"])
+    return apply_channels_last(make_fpn(bottom_up, top_block=top_block, **args),
+                               cfg.MODEL.CHANNELS_LAST)
+
+
 @BACKBONE_REGISTRY.register()
 def build_gn_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """detectron2's build_retinanet_resnet_fpn_backbone (p3-p7, P6/P7 convs from res5) with
     per-component norm/WS as build_gn_resnet_fpn_backbone; P6/P7 stay plain (module docstring)."""
-    bottom_up = make_resnet(cfg, input_shape)
-    shapes = bottom_up.output_shape()
-    if "res5" not in shapes:
-        raise ValueError(f"MODEL.RESNETS.OUT_FEATURES={list(cfg.MODEL.RESNETS.OUT_FEATURES)}: the "
-                         f"RetinaNet FPN computes P6/P7 from res5, which must be among them")
-    args = _fpn_args(cfg)
-    top_block = LastLevelP6P7(shapes["res5"].channels, args["out_channels"])
-    fpn = make_fpn(bottom_up, top_block=top_block, **args)
-    return apply_channels_last(fpn, cfg.MODEL.CHANNELS_LAST)
+    return make_retinanet_fpn(cfg, make_resnet(cfg, input_shape), "MODEL.RESNETS.OUT_FEATURES")

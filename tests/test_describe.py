@@ -86,11 +86,10 @@ def test_a_bad_config_is_one_line_naming_the_key(tmp_path, text, named):
     assert len(err) == 1 and err[0].startswith("describe_configs: error:") and named in err[0]
 
 
-def test_bit_table_counts_parameters_like_timm_and_compares_outputs(capsys):
-    assert describe_configs.main(["--bit", "--bit-outputs", "resnetv2_50x1_bit",
-                                  "--bit-size", "32"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == describe_configs.BIT_HEADER and len(out) == 2 + 6
+def test_bit_table_counts_parameters_like_timm_and_compares_outputs():
+    rows = list(describe_configs.bit_rows(["resnetv2_50x1_bit"], 32))
+    assert describe_configs.BIT_HEADER.startswith("| timm model |") and len(rows) == 6
+    out = ["header", "rule", *rows]
     assert out[2].startswith("| resnetv2_50x1_bit | MODEL.BIT.DEPTH 50 MODEL.BIT.WIDTH_FACTOR 1 | "
                              "23,500,352 | 23,500,352 | 25,549,352 | ")
     assert out[2].endswith(" (1x3x32x32, random weights) |")

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
 from gn_det.config import load_cfg  # noqa: E402
-from gn_det.data import register_datasets_from_cfg  # noqa: E402
+from gn_det.data import check_num_classes, register_datasets_from_cfg  # noqa: E402
 from gn_det.engine import Trainer, default_setup, launch_cli, write_final_metrics  # noqa: E402
 from gn_det.engine.checkpoint import AtomicCheckpointer  # noqa: E402
 
@@ -20,6 +20,7 @@ from gn_det.engine.checkpoint import AtomicCheckpointer  # noqa: E402
 def setup(args):
     cfg = load_cfg(args.config_file, args.opts)
     register_datasets_from_cfg(cfg)
+    check_num_classes(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

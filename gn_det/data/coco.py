@@ -171,18 +171,17 @@ def register_datasets(entries, cache_dir: str, check_images: bool = True,
 
 def register_datasets_from_cfg(cfg) -> List[str]:
     """Validate and register every DATASETS.COCO_FORMAT entry of a YAML config, then check that
-    each name in DATASETS.TRAIN / DATASETS.TEST is registered and that the training datasets
-    have the model's class count. Returns the names from COCO_FORMAT."""
+    each name in DATASETS.TRAIN / DATASETS.TEST is registered. Returns the names from
+    COCO_FORMAT. (Training also calls check_num_classes; browsing a dataset does not.)"""
     cache_dir = cfg.DATASETS.CACHE_DIR or os.path.join(cfg.OUTPUT_DIR, "dataset_cache")
-    names = register_datasets(cfg.DATASETS.COCO_FORMAT, cache_dir, bool(cfg.DATASETS.CHECK_IMAGES),
-                              {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
-    check_num_classes(cfg)
-    return names
+    return register_datasets(cfg.DATASETS.COCO_FORMAT, cache_dir, bool(cfg.DATASETS.CHECK_IMAGES),
+                             {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
 
 
 def check_num_classes(cfg) -> None:
     """A one-line error when a training dataset's class count differs from the model's (a head
-    with fewer outputs than the dataset's classes fails mid-training; more trains dead outputs)."""
+    with fewer outputs than the dataset's classes fails mid-training; more trains dead outputs).
+    Call it after registration, before a model is trained or evaluated on the datasets."""
     key = "MODEL.RETINANET.NUM_CLASSES" if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE \
         else "MODEL.ROI_HEADS.NUM_CLASSES"
     expected = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \

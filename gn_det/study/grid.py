@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence, Tuple
 from detectron2.config import CfgNode
 
 from ..config import load_cfg
-from ..data import register_datasets_from_cfg
+from ..data import check_num_classes, register_datasets_from_cfg
 from ..model_zoo import NORM_PRESETS, preset_norm_opts
 
 @dataclasses.dataclass(frozen=True)
@@ -174,4 +174,5 @@ class Grid:
         if not cfg.DATASETS.CACHE_DIR:
             cfg.DATASETS.CACHE_DIR = os.path.abspath(os.path.join(out, "dataset_cache"))
         register_datasets_from_cfg(cfg)
+        check_num_classes(cfg)
         return cfg

@@ -17,7 +17,9 @@ from conftest import REPO
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A venv whose site-packages holds a non-editable gn_det and sees this environment's other
-    packages (torch, detectron2, ...) through a .pth line, not this checkout."""
+    packages (torch, detectron2, ...) through a .pth line, not this checkout. The line runs
+    site.addsitedir, so the parent's own .pth files count too (detectron2 main installed with
+    `pip install -e`, as its users build it, is found through one)."""
     root = tmp_path_factory.mktemp("install")
     src = root / "src"
     for part in ("gn_det", "configs"):
@@ -29,7 +31,8 @@ def installed(tmp_path_factory):
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
                            "['purelib'])"], capture_output=True, text=True, check=True)
     site = site.stdout.strip()
-    (Path(site) / "parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    parent = sysconfig.get_paths()["purelib"]
+    (Path(site) / "parent_env.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                         "--no-cache-dir", "--quiet", "--target", site, str(src)],
                        capture_output=True, text=True)

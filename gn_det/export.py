@@ -253,12 +253,12 @@ def read_sample_images(cfg, paths: Sequence[str]) -> List[Sample]:
 
     from detectron2.data.detection_utils import read_image
 
-    samples = []
+    samples, input_format = [], settings(cfg).input_format
     for path in paths:
         if not os.path.isfile(path):
             raise ExportError(f"--sample-image {path}: no such file")
         try:
-            image = read_image(path, format=settings(cfg).input_format)
+            image = read_image(path, format=input_format)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ExportError(f"--sample-image {path}: not an image PIL can read "
                               f"({one_line(e, brief=True)})") from None
@@ -659,10 +659,9 @@ def check_exported(fmt: str, path: str, samples: Sequence[Sample],
     ExportError naming the failing sample (and, from single-layer probes, the norm exported
     wrongly) if any comparison fails."""
     run = load_runner(fmt, path)
-    out = {}
+    out, conf = {}, settings(cfg)
     for sample, ref in zip(samples, reference):
         got = run(sample.image)
-        conf = settings(cfg)
         cmp = match_detections(ref, got, tolerance, conf.score_thresh, conf.detections_per_image)
         out[sample.name] = cmp
         if not cmp.ok:
@@ -721,13 +720,14 @@ def export_model(model: nn.Module, cfg, samples: Sequence[Sample], output_dir: s
         step.done(f"{FILE_NAMES[fmt]}: {RUNTIMES[fmt]} matches eager PyTorch "
                   f"(max |dbox| {results[fmt].summary()['max_box_diff_px']:.2g} px, max "
                   f"|dscore| {results[fmt].summary()['max_score_diff']:.2g})")
+    conf = settings(cfg)
     report = {
         "config_norms": " ".join(f"{c}={spec.describe()}"
                                  for c, spec in component_specs(cfg).items()),
         "ws_convs_folded": ws_convs,
-        "weights": settings(cfg).weights, "opset": opset if "onnx" in formats else None,
+        "weights": conf.weights, "opset": opset if "onnx" in formats else None,
         "input": {"name": INPUT_NAME, "layout": "(3, H, W) float32, 0-255, INPUT.FORMAT "
-                  f"{settings(cfg).input_format}, resized to the test size; H and W dynamic"},
+                  f"{conf.input_format}, resized to the test size; H and W dynamic"},
         "outputs": {"boxes": "(N, 4) float32 x0 y0 x1 y1 at the input size",
                     "classes": "(N,) int64", "scores": "(N,) float32",
                     "image_size": "(2,) int64 input H, W"},

@@ -13,6 +13,8 @@ import torch
 
 from detectron2.engine import DefaultTrainer, SimpleTrainer
 
+from .cpu_amp import cpu_bf16_guard
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,7 +26,8 @@ class AccumulatingTrainer(SimpleTrainer):
     with a grad scaler (every micro-step's loss is scaled; the scaler unscales, steps and updates
     once per optimizer step, skipping steps whose gradients overflowed), as detectron2's
     AMPTrainer does for one micro-step; on CPU in bf16 (detectron2's AMPTrainer is CUDA-only),
-    which keeps fp32's exponent range and so needs no scaler. `precision` fp16 always gets a
+    which keeps fp32's exponent range and so needs no scaler (with cpu_amp's guard for oneDNN's
+    bf16 conv weight-gradient bug). `precision` fp16 always gets a
     scaler on the model's device."""
 
     def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1,
@@ -40,10 +43,14 @@ class AccumulatingTrainer(SimpleTrainer):
             grad_scaler = make_grad_scaler(self.amp_device)
         self.grad_scaler = grad_scaler
 
+    @contextlib.contextmanager
     def _autocast(self):
         if self.amp_device is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.amp_device, dtype=self.precision)
+            yield
+            return
+        with torch.autocast(self.amp_device, dtype=self.precision), \
+                cpu_bf16_guard(self.amp_device, self.precision):
+            yield
 
     def run_step(self):
         assert self.model.training, "[AccumulatingTrainer] model was changed to eval mode!"

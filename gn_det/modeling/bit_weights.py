@@ -23,12 +23,12 @@ import torch
 from ..engine.checkpoint import CheckpointError, summarize_keys
 from ..layers import NormSpec, WSConv2d
 from .bit import BIT_DEPTHS, STAGE_NAMES, TIMM_MODELS, BiTResNet, make_bit
-from .weights import ConversionReport, WeightsError, save_d2_weights
+from .weights import (BN_STEP_COUNTER, ConversionReport, WeightsError, compare_keys,
+                      rename_state_dict, save_d2_weights, strip_module_prefix)
 
 AUTHOR = "gn_det convert_weights (timm ResNetV2 / BiT naming)"
 _BLOCK = re.compile(r"^stages\.([0-3])\.blocks\.(\d+)\.(norm[1-3]|conv[1-3]|downsample\.conv)\."
                     r"(.+)$")
-_IGNORED = re.compile(r"(^|\.)num_batches_tracked$")  # BN step counters, not weights
 _SHOWN = 3
 BIT_INPUT_HINT = ("BiT weights need RGB input scaled to [-1, 1]: INPUT.FORMAT RGB, "
                   "MODEL.PIXEL_MEAN [127.5, 127.5, 127.5], MODEL.PIXEL_STD [127.5, 127.5, 127.5]")
@@ -39,12 +39,8 @@ logger = logging.getLogger(__name__)
 
 def is_timm_resnetv2(state_dict: Mapping[str, object]) -> bool:
     """Whether a state dict uses timm ResNetV2's names (its 7x7 stem and stage blocks)."""
-    keys = {_bare(k) for k in state_dict}
+    keys = {strip_module_prefix(k) for k in state_dict}
     return "stem.conv.weight" in keys and any(k.startswith("stages.0.blocks.0.") for k in keys)
-
-
-def _bare(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
 
 
 def rename_timm_key(key: str) -> Optional[str]:
@@ -63,19 +59,9 @@ def rename_timm_key(key: str) -> Optional[str]:
 
 def convert_timm_state_dict(state_dict: Mapping[str, object]
                             ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a timm ResNetV2 state dict. Returns (converted tensors, keys without a backbone
-    counterpart, e.g. head.fc.*). A leading 'module.' is stripped; BN step counters dropped."""
-    converted, unexpected = {}, []
-    for key, value in state_dict.items():
-        bare = _bare(key)
-        if _IGNORED.search(bare):
-            continue
-        new = rename_timm_key(bare)
-        if new is None:
-            unexpected.append(key)
-        else:
-            converted[new] = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
-    return converted, unexpected
+    """Rename a timm ResNetV2 state dict (rename_state_dict's returns; e.g. head.fc.* has no
+    backbone counterpart)."""
+    return rename_state_dict(state_dict, rename_timm_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,18 +160,8 @@ def arch_shapes(arch: BiTArch) -> Dict[str, tuple]:
 
 
 def _shapes(module) -> Dict[str, tuple]:
-    return {k: tuple(v.shape) for k, v in module.state_dict().items() if not _IGNORED.search(k)}
-
-
-def compare(weights: Mapping[str, torch.Tensor], expected: Mapping[str, tuple],
-            optional=lambda key: False) -> Tuple[List[str], List[str], List[str]]:
-    """(missing, unexpected, mismatched) of `weights` against backbone names -> shapes; keys for
-    which `optional(key)` holds are neither missing nor unexpected."""
-    missing = sorted(k for k in expected if k not in weights)
-    unexpected = sorted(k for k in weights if k not in expected and not optional(k))
-    mismatched = sorted(f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in weights.items()
-                        if k in expected and tuple(v.shape) != expected[k])
-    return missing, unexpected, mismatched
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()
+            if not BN_STEP_COUNTER.search(k)}
 
 
 def convert_timm_state_dict_file(state_dict: Mapping[str, object], src, dst) -> ConversionReport:
@@ -196,7 +172,7 @@ def convert_timm_state_dict_file(state_dict: Mapping[str, object], src, dst) -> 
         arch = infer_bit_arch(converted)
     except ValueError as e:
         raise WeightsError(f"{src}: not a timm ResNetV2 / BiT checkpoint ({e})") from None
-    missing, not_in_backbone, mismatched = compare(converted, arch_shapes(arch))
+    missing, not_in_backbone, mismatched = compare_keys(converted, arch_shapes(arch))
     save_d2_weights(converted, dst, author=AUTHOR)
     notes = [f"the network: {arch.config_opts()}; {BIT_BACKBONE_HINT}", BIT_INPUT_HINT]
     return ConversionReport(arch, len(converted), missing, unexpected + not_in_backbone,
@@ -207,7 +183,7 @@ def timm_checkpoint(state_dict: Mapping[str, object], source: str) -> dict:
     """The checkpoint AtomicCheckpointer loads for a timm ResNetV2 state dict: converted, with
     the keys that have no counterpart kept for the log."""
     converted, unexpected = convert_timm_state_dict(state_dict)
-    classifier = [k for k in unexpected if _bare(k).startswith("head.")]
+    classifier = [k for k in unexpected if strip_module_prefix(k).startswith("head.")]
     others = [k for k in unexpected if k not in classifier]
     if others:
         raise CheckpointError(f"{source}: timm ResNetV2 weights with tensors of no BiT layer "
@@ -255,7 +231,7 @@ def place_in_model(checkpoint: Mapping, model: torch.nn.Module, source: str) -> 
         return (head in STAGE_NAMES and head not in built) or \
             (head == "final_norm" and backbone.final_norm is None)
 
-    missing, unexpected, mismatched = compare(weights, _shapes(backbone), optional)
+    missing, unexpected, mismatched = compare_keys(weights, _shapes(backbone), optional)
     if missing or unexpected or mismatched:
         parts = [f"{len(mismatched)} tensors have another shape (file vs backbone): "
                  + ", ".join(mismatched[:_SHOWN]) + (" ..." if len(mismatched) > _SHOWN else "")

@@ -16,7 +16,7 @@ import dataclasses
 import pickle
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ AUTHOR = "gn_det convert_weights (torchvision naming)"
 _STEM = re.compile(r"^conv1\.(weight)$|^(?:bn|gn)1\.(.+)$")
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(?:conv([1-3])\.(weight)|(?:bn|gn)([1-3])\.(.+)"
                     r"|downsample\.([01])\.(.+))$")
-_IGNORED = re.compile(r"(^|\.)num_batches_tracked$")  # BN step counters, not weights
+BN_STEP_COUNTER = re.compile(r"(^|\.)num_batches_tracked$")  # BN step counters, not weights
 # torchvision ImageNet input convention, printed as a hint (as detectron2's own tool does).
 TORCHVISION_INPUT_HINT = ("torchvision-style weights (stride in the 3x3 conv, RGB input in 0-255 "
                           "normalized by ImageNet mean/std) need: "
@@ -63,23 +63,33 @@ def rename_torchvision_key(key: str) -> Optional[str]:
     return f"{prefix}.shortcut.{ds_param}" if ds == "0" else f"{prefix}.shortcut.norm.{ds_param}"
 
 
-def convert_torchvision_state_dict(state_dict: Mapping[str, object]
-                                   ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a torchvision-naming ResNet state dict. Returns (converted weights, keys without a
-    backbone counterpart). A leading 'module.' (DataParallel) is stripped; BN step counters are
-    dropped."""
+def strip_module_prefix(key: str) -> str:
+    """`key` without the leading 'module.' that DataParallel / DDP checkpoints carry."""
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def rename_state_dict(state_dict: Mapping[str, object], rename: Callable[[str], Optional[str]]
+                      ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename a checkpoint's tensors with `rename` (None: no backbone counterpart). Returns
+    (converted weights, keys without a counterpart). A leading 'module.' is stripped, BN step
+    counters are dropped and numpy arrays become tensors."""
     converted, unexpected = {}, []
     for key, value in state_dict.items():
-        bare = key[len("module."):] if key.startswith("module.") else key
-        if _IGNORED.search(bare):
+        bare = strip_module_prefix(key)
+        if BN_STEP_COUNTER.search(bare):
             continue
-        new = rename_torchvision_key(bare)
+        new = rename(bare)
         if new is None:
             unexpected.append(key)
         else:
-            converted[new] = torch.as_tensor(np.asarray(value)) if isinstance(value, np.ndarray) \
-                else value
+            converted[new] = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
     return converted, unexpected
+
+
+def convert_torchvision_state_dict(state_dict: Mapping[str, object]
+                                   ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename a torchvision-naming ResNet state dict (rename_state_dict's returns)."""
+    return rename_state_dict(state_dict, rename_torchvision_key)
 
 
 @dataclasses.dataclass
@@ -161,9 +171,15 @@ def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
                         stem_out_channels=arch.stem_out_channels,
                         res2_out_channels=arch.res2_out_channels, num_groups=arch.num_groups,
                         width_per_group=arch.width_per_group)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return compare_keys(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+
+
+def compare_keys(weights: Mapping[str, torch.Tensor], expected: Mapping[str, tuple],
+                 optional=lambda key: False) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, mismatched) of `weights` against backbone names -> shapes; keys for
+    which `optional(key)` holds are neither missing nor unexpected."""
     missing = sorted(k for k in expected if k not in weights)
-    unexpected = sorted(k for k in weights if k not in expected)
+    unexpected = sorted(k for k in weights if k not in expected and not optional(k))
     mismatched = sorted(f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in weights.items()
                         if k in expected and tuple(v.shape) != expected[k])
     return missing, unexpected, mismatched

@@ -13,9 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-_CONVS = {torch.conv2d, F.conv2d}
-
-
 def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -39,7 +36,7 @@ class _Fp32ForOnePixelWideStridedConv(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _CONVS and len(args) >= 2 and torch.is_tensor(args[0]) and \
+        if func is F.conv2d and len(args) >= 2 and torch.is_tensor(args[0]) and \
                 args[0].device.type == "cpu":
             names = ("bias", "stride", "padding", "dilation", "groups")
             opts = dict(zip(names, args[2:]), **kwargs)

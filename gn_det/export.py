@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import box_iou
 
 from .cli import one_line
 
@@ -365,14 +366,6 @@ class Comparison:
         return text
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-12)
-
-
 def match_detections(reference: Detections, exported: Detections,
                      tolerance: Tolerance = DEFAULT_TOLERANCE, score_thresh: float = 0.0,
                      max_detections: int = 0) -> Comparison:
@@ -391,7 +384,8 @@ def match_detections(reference: Detections, exported: Detections,
         box = np.abs(ref.boxes[i_idx, None, :] - out.boxes[None, j_idx, :]).max(axis=2)
         score = np.abs(ref.scores[i_idx, None] - out.scores[None, j_idx])
         cost = np.maximum(box / limit[i_idx, None], score / tolerance.score_atol)
-        cost[_iou(ref.boxes[i_idx], out.boxes[j_idx]) < 0.5] = np.inf
+        iou = box_iou(torch.from_numpy(ref.boxes[i_idx]), torch.from_numpy(out.boxes[j_idx]))
+        cost[~(iou.numpy() >= 0.5)] = np.inf  # NaN (two empty boxes) is no match either
         for a, b in zip(*np.nonzero(np.isfinite(cost))):
             pairs.append((cost[a, b], i_idx[a], j_idx[b], box[a, b], score[a, b]))
     pairs.sort(key=lambda p: p[0])

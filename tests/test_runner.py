@@ -33,6 +33,13 @@ def test_run_process_reports_exit_code_and_its_own_peak_rss(tmp_path):
     assert small["rc"] == 0 and small["peak_rss_mb"] < 100
 
 
+def test_run_process_reports_the_child_cpu_seconds(tmp_path):
+    log = str(tmp_path / "p.log")
+    busy = run_process(python("import time\nwhile time.process_time() < 0.6: pass"), log)
+    idle = run_process(python("import time; time.sleep(0.6)"), log)
+    assert busy["cpu_s"] >= 0.6 and idle["cpu_s"] < 0.5  # sleeping is not CPU time
+
+
 def test_run_process_sets_threads(tmp_path):
     log = tmp_path / "p.log"
     run_process(python("import os; print('threads', os.environ['OMP_NUM_THREADS'])"), str(log),

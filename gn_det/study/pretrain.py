@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import math
 import os
-import resource
 import sys
 import time
 from functools import partial
@@ -207,11 +206,6 @@ def accuracy(model, crops: Crops, cfg, batch: int = 256) -> Dict[str, float]:
             "per_class": per_class}
 
 
-def _cpu_seconds(who=resource.RUSAGE_SELF) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
-
-
 def pretrain(cfg, train: Crops, val: Optional[Crops], out_dir: str, epochs: int = 8,
              batch: int = 64, lr: float = 2e-3, weight_decay: float = 0.05, seed: int = 0,
              log=print) -> dict:
@@ -227,7 +221,7 @@ def pretrain(cfg, train: Crops, val: Optional[Crops], out_dir: str, epochs: int 
     total, warmup = epochs * steps_per_epoch, steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup)
                                                   * 0.5 * (1 + math.cos(math.pi * s / total)))
-    history, start, cpu0 = [], time.perf_counter(), _cpu_seconds()
+    history, start, cpu0 = [], time.perf_counter(), time.process_time()
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.multinomial(weights, len(train.labels), replacement=True,
@@ -263,7 +257,7 @@ def pretrain(cfg, train: Crops, val: Optional[Crops], out_dir: str, epochs: int 
               "batch": batch, "lr": lr, "weight_decay": weight_decay, "seed": seed,
               "parameters": sum(p.numel() for p in model.parameters()),
               "history": history, "wall_s": round(time.perf_counter() - start, 1),
-              "cpu_s": round(_cpu_seconds() - cpu0, 1),
+              "cpu_s": round(time.process_time() - cpu0, 1),
               "loaded_max_abs_diff": check_loads(cfg, model.eval(), path, train)}
     write_json(os.path.join(out_dir, "pretrain.json"), record, indent=1)
     return record
@@ -327,7 +321,6 @@ def finetune(config_file: str, opts: Sequence[str], weights: str, out: str, thre
         log(f"finetune {arm} ({i + 1}/{len(ARMS)}): {cfg.SOLVER.MAX_ITER} iterations x "
             f"{cfg.SOLVER.IMS_PER_BATCH} images, MODEL.WEIGHTS {cfg.MODEL.WEIGHTS or '(none)'}; "
             f"log {os.path.join(folder, 'process.log')}{eta}")
-        cpu0 = _cpu_seconds(resource.RUSAGE_CHILDREN)
         command = [sys.executable, "-m", "gn_det.study.train_cell", folder]
         proc = run_process(command, os.path.join(folder, "process.log"), threads)
         times.append(proc["wall_s"])
@@ -341,7 +334,7 @@ def finetune(config_file: str, opts: Sequence[str], weights: str, out: str, thre
                   **summarize_metrics(metrics), "per_class_AP": _per_class_ap(metrics),
                   "status": train["status"], "train_s": train["train_s"],
                   "s_per_iter": train["s_per_iter"], "wall_s": proc["wall_s"],
-                  "cpu_s": round(_cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0, 1),
+                  "cpu_s": proc["cpu_s"],
                   "peak_rss_mb": proc["peak_rss_mb"], "init_digest": train["init_digest"],
                   "command": " ".join(command), "folder": folder}
         log(f"finetune {arm}: AP {record.get('AP')}, AP50 {record.get('AP50')} "

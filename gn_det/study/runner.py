@@ -133,8 +133,9 @@ def prepare_folder(cell: Cell, folder: str, cfg_yaml: str, resume: bool) -> Opti
 def run_process(command: Sequence[str], log_path: str, threads: int = 0,
                 running: Optional[Set[subprocess.Popen]] = None,
                 poll_s: float = 0.5) -> Dict[str, object]:
-    """Run `command` with stdout+stderr to `log_path`; its exit code, wall seconds and peak RSS
-    in MB. `threads` > 0 sets OMP_NUM_THREADS / MKL_NUM_THREADS (torch's intra-op threads);
+    """Run `command` with stdout+stderr to `log_path`; its exit code, wall seconds, CPU seconds
+    (user + system, its own and its waited-for children's) and peak RSS in MB. `threads` > 0 sets
+    OMP_NUM_THREADS / MKL_NUM_THREADS (torch's intra-op threads);
     `running` holds the process while it runs, so that the caller can stop it.
 
     Peak RSS is the process's own high-water mark (VmHWM), read every `poll_s` while it runs.
@@ -165,7 +166,7 @@ def run_process(command: Sequence[str], log_path: str, threads: int = 0,
     if peak is None:
         peak = peak_rss_mb(usage=usage)
     return {"rc": proc.returncode, "wall_s": round(time.perf_counter() - start, 2),
-            "peak_rss_mb": round(peak, 1)}
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mb": round(peak, 1)}
 
 
 def _exit_reason(rc: int, log_path: str) -> str:

@@ -9,7 +9,6 @@ ratios with a bootstrap interval (timing.paired_ratio). `callgrind` adds instruc
 eager folded vs eager GN-all (valgrind's callgrind through torch.utils.benchmark), which repeat
 exactly where elapsed time does not.
 """
-import contextlib
 import dataclasses
 import io
 import os
@@ -169,6 +168,7 @@ def callgrind_counts(config_dir: str, name: str, size: Sequence[int], number: in
     are not counted)."""
     import shutil
     import sys
+    from unittest import mock
 
     from torch.utils.benchmark import Timer
 
@@ -178,7 +178,8 @@ def callgrind_counts(config_dir: str, name: str, size: Sequence[int], number: in
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
            "PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(),
                                                        os.environ.get("PYTHONPATH", "")]))}
-    with _environ(env):  # Timer runs `python` from PATH and checks it is this interpreter
+    # Timer runs `python` from PATH and checks it is this interpreter
+    with mock.patch.dict(os.environ, env):
         for which in ("eager_gn_all", "eager_gnws_folded"):
             setup = ("from gn_det.benchmark.export import callgrind_setup\n"
                      f"call = callgrind_setup({config_dir!r}, {name!r}, {tuple(size)!r}, "
@@ -213,20 +214,6 @@ def callgrind_setup(config_dir: str, name: str, size, which: str) -> Callable[[]
 
 def _repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@contextlib.contextmanager
-def _environ(values: Dict[str, str]):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def export_benchmark(config_dir: str, models: Sequence[str] = tuple(MODELS), repeats: int = 3,

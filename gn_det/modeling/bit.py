@@ -252,4 +252,4 @@ def build_gn_bit_fpn_backbone(cfg, input_shape: ShapeSpec):
 def build_gn_retinanet_bit_fpn_backbone(cfg, input_shape: ShapeSpec):
     """BiT-FPN for RetinaNet, p3-p7 (P6/P7: detectron2's plain convs, here from the final-normed
     res5) as build_gn_retinanet_resnet_fpn_backbone; MODEL.NORMS.FPN."""
-    return make_retinanet_fpn(cfg, make_bit(cfg, input_shape), "MODEL.BIT.OUT_FEATURES")
+    return make_retinanet_fpn(cfg, make_bit(cfg, input_shape))

@@ -71,14 +71,13 @@ def build_gn_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     return apply_channels_last(fpn, cfg.MODEL.CHANNELS_LAST)
 
 
-def make_retinanet_fpn(cfg, bottom_up: Backbone, features_key: str):
+def make_retinanet_fpn(cfg, bottom_up: Backbone):
     """detectron2's RetinaNet FPN (p3-p7; P6/P7 plain convs from res5) over `bottom_up` with
-    MODEL.NORMS.FPN; `features_key` names the config key of `bottom_up`'s outputs in the error
-    when res5 is not among them."""
+    MODEL.NORMS.FPN."""
     shapes = bottom_up.output_shape()
     if "res5" not in shapes:
-        raise ValueError(f"{features_key}={list(shapes)}: the RetinaNet FPN computes P6/P7 from "
-                         f"res5, which must be among them")
+        raise ValueError(f"{_out_features_key(bottom_up)}={list(shapes)}: the RetinaNet FPN "
+                         f"computes P6/P7 from res5, which must be among them")
     args = _fpn_args(cfg)
     top_block = LastLevelP6P7(shapes["res5"].channels, args["out_channels"])
     return apply_channels_last(make_fpn(bottom_up, top_block=top_block, **args),
@@ -89,4 +88,4 @@ def make_retinanet_fpn(cfg, bottom_up: Backbone, features_key: str):
 def build_gn_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """detectron2's build_retinanet_resnet_fpn_backbone (p3-p7, P6/P7 convs from res5) with
     per-component norm/WS as build_gn_resnet_fpn_backbone; P6/P7 stay plain (module docstring)."""
-    return make_retinanet_fpn(cfg, make_resnet(cfg, input_shape), "MODEL.RESNETS.OUT_FEATURES")
+    return make_retinanet_fpn(cfg, make_resnet(cfg, input_shape))

@@ -1,44 +1,14 @@
-"""Command-line error handling shared by tools/: user errors end in one line and a non-zero
-exit; `--debug` or GN_DET_DEBUG=1 shows the traceback."""
-import json
+"""Command-line error handling shared by the CLIs: user errors end in one line and a non-zero
+exit; `--debug` or GN_DET_DEBUG=1 shows the traceback (the line itself: gn_det.utils.errors)."""
 import logging
-import os
 import sys
-from typing import Callable, Iterable, List, Tuple, Type
+from typing import Callable, Iterable
 
-# Errors caused by input (files, configs, values, the file system), as opposed to bugs.
-USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    ValueError, KeyError, OSError, json.JSONDecodeError, FloatingPointError, NotImplementedError)
-EXIT_USER_ERROR = 2
+from .utils.errors import (EXIT_USER_ERROR, USER_ERRORS, debug_requested, error_line,
+                           is_one_line_failure, one_line)
+
 # detectron2's training loop logs the traceback of any exception before re-raising it.
 TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
-_BRIEF_LIMIT = 160
-# Failures that are no user error but still end in one line, in the log too: predicates added by
-# the module that maps them to that line (gn_det.engine.launch: a lost peer).
-ONE_LINE_FAILURES: List[Callable[[BaseException], bool]] = []
-
-
-def debug_requested(argv=None) -> bool:
-    argv = sys.argv if argv is None else argv
-    return "--debug" in argv or os.environ.get("GN_DET_DEBUG", "") not in ("", "0")
-
-
-def one_line(exc: BaseException, brief: bool = False) -> str:
-    """The error as one line. By default the whole message with newlines folded (KeyError's quotes
-    dropped): for gn_det's own errors, which are written as one line. `brief`: `Type: ` and only
-    the first sentence of the first line, at most 160 characters: for quoting another library's
-    exception inside a gn_det message (torch's go on with advice in further sentences)."""
-    if brief:
-        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        text = text.split(". ")[0]
-        text = text if len(text) <= _BRIEF_LIMIT else text[:_BRIEF_LIMIT] + "..."
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(str(msg).split()) or type(exc).__name__
-
-
-def error_line(prog: str, exc: BaseException) -> str:
-    return f"{prog}: error: {one_line(exc)} (rerun with --debug for the traceback)"
 
 
 def run_cli(main: Callable[[], object], prog: str) -> None:
@@ -62,8 +32,7 @@ class _NoUserErrorTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and (isinstance(exc, USER_ERRORS)
-                                or any(p(exc) for p in ONE_LINE_FAILURES)):
+        if exc is not None and is_one_line_failure(exc):
             record.msg, record.args = f"{record.getMessage()} {one_line(exc)}", ()
             record.exc_info, record.exc_text = None, None
         return True

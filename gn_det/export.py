@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from .cli import one_line
+from .utils.errors import one_line
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from detectron2.config import LazyConfig
 
 from .data import register_datasets
 from .layers import ConvNormSpec
+from .utils.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ def load_lazy_cfg(config_file: str, overrides: Sequence[str] = ()):
 
 
 def _brief(exc: BaseException) -> str:
-    from .cli import one_line
-
     return one_line(exc, brief=True)
 
 

@@ -22,7 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils
 from detectron2.utils.visualizer import Visualizer
 
-from .cli import one_line
+from .utils.errors import one_line
 from .data.images import read_image_checked
 from .evaluation.errors import FP_KINDS, ImageErrors
 from .utils.file_io import atomic_write

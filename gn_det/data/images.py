@@ -25,7 +25,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils
 
-from ..cli import one_line
+from ..utils.errors import one_line
 from .image_cache import ImageCheckCache
 from .validate import DatasetError
 

@@ -21,7 +21,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
-from ..cli import one_line
+from ..utils.errors import one_line
 from ..utils.file_io import atomic_write
 from .safe_load import CheckpointError, check_pickle_source, load_weights_file, warn_unpickling
 

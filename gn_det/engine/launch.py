@@ -5,8 +5,8 @@ launcher (one process per device, NCCL); without, `--num-gpus N` starts N gloo p
 machine, each with its share of the cores as torch threads (as torchrun does) unless
 OMP_NUM_THREADS says. (detectron2 main's launcher also falls back to gloo without CUDA, but gives
 every process all the cores; v0.6's asserts CUDA.) Either way, from any process:
-- a user error (gn_det.cli.USER_ERRORS) comes back to the caller as one `RankError` line, not as
-  the child's traceback (unless --debug / GN_DET_DEBUG);
+- a user error (gn_det.utils.errors.USER_ERRORS) comes back to the caller as one `RankError`
+  line, not as the child's traceback (unless --debug / GN_DET_DEBUG);
 - a lost peer (gloo's connection errors when another rank died, e.g. SIGKILL) ends that process
   at once with one `RankLost` line naming the lost rank, instead of a traceback; a process of
   this machine killed by a signal is one `RankLost` line too.
@@ -25,7 +25,8 @@ import torch.multiprocessing as mp
 
 from detectron2.utils import comm
 
-from ..cli import EXIT_USER_ERROR, ONE_LINE_FAILURES, USER_ERRORS, debug_requested, one_line
+from ..utils.errors import (EXIT_USER_ERROR, ONE_LINE_FAILURES, USER_ERRORS, debug_requested,
+                            one_line)
 
 # The module, not the function `detectron2.engine.launch` that shadows it as an attribute.
 d2_launch_module = importlib.import_module("detectron2.engine.launch")

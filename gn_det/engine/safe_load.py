@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from ..cli import one_line
+from ..utils.errors import one_line
 
 ALLOW_PICKLE_ENV = "GN_DET_ALLOW_PICKLE"
 CATALOG_PREFIXES = ("detectron2://", "catalog://")

@@ -17,7 +17,7 @@ import time
 
 from detectron2.engine import HookBase
 
-from ..cli import one_line
+from ..utils.errors import one_line
 from ..config import load_cfg
 from ..data import register_datasets_from_cfg
 from ..engine import Trainer, default_setup

@@ -9,7 +9,7 @@ from gn_det.config import (add_gn_det_config, all_component_specs, component_spe
                            load_cfg)
 from gn_det.layers import detectron2_layer_norm
 
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 
 
 @pytest.fixture

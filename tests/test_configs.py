@@ -1,7 +1,6 @@
 """configs/: every YAML loads with safe YAML, builds, trains a step and predicts on CPU, and each
 preset puts the norm and WS its name says into every component; the CPU configs for real data
 (configs/real/) train and evaluate on another COCO-format dataset when only the dataset changes."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.layers import WSConv2d
 from gn_det.modeling.bit import BiTResNet, PreActBottleneck
 
-from conftest import process_group_of_one
+from helpers import REPO, process_group_of_one
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 H, W = 64, 96  # small images keep 13 R-50 train steps on 2 shared CPU cores to about a minute
 ALL_CONFIGS = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")
                      if not p.name.startswith("Base-"))

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_importing_gn_det_changes_only_shims_and_registries():

@@ -19,7 +19,7 @@ from gn_det.layers import WSConv2d
 from gn_det.lazy_config import call_argument, load_lazy_cfg, register_lazy_datasets
 
 from cli_harness import tiny_dataset_opts
-from conftest import REPO
+from helpers import REPO
 
 LAZY = REPO / "configs" / "lazy"
 PRESETS = sorted(str(p.relative_to(LAZY)) for p in LAZY.rglob("*.py") if "common" not in p.parts)

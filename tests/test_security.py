@@ -7,7 +7,7 @@ import ast
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 SOURCES = sorted(p for folder in ("gn_det", "tools", "datasets")
                  for p in (REPO / folder).rglob("*.py"))

@@ -15,7 +15,7 @@ from gn_det.engine import launch
 from gn_det.engine.launch import RankError, cuda_processes, lost_peer_message, threads_per_process
 
 from _launch_worker import all_reduce_worker, failing_worker
-from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
+from helpers import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
 def test_the_machine_decides_cuda_or_cpu():

@@ -9,7 +9,7 @@ from gn_det.study.grid import (PRESETS, SCHEDULE_KEYS, Cell, Grid, Preset, Sched
                                extra_preset)
 from gn_det.study.runner import config_differences
 
-from conftest import REPO
+from helpers import REPO
 
 STUDY_CONFIG = str(REPO / "configs/toy/compare_norms_shapes.yaml")
 GNWS_CONFIG = str(REPO / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli_harness import TINY_MODEL_OPTS, tiny_dataset_opts
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

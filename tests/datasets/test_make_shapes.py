@@ -13,7 +13,9 @@ from pycocotools import mask as mask_util
 
 from gn_det.data import validate_coco_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 SCRIPT = ROOT / "datasets" / "make_shapes.py"
 _spec = importlib.util.spec_from_file_location("make_shapes", SCRIPT)
 make_shapes = importlib.util.module_from_spec(_spec)

@@ -9,7 +9,9 @@ import torch.distributed as dist
 
 from gn_det.model_zoo import describe as describe_configs
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 
 RETINA = ROOT / "configs/RetinaNet"
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cli_harness import KILLING_WRAPPER
-from conftest import REPO, TOY_CONFIG
+from helpers import REPO, TOY_CONFIG
 from gn_det.engine.checkpoint import AtomicCheckpointer, CheckpointError, summarize_keys
 from gn_det.engine.safe_load import pickle_source_allowed
 

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.modeling.memory_format import _to_channels_last
 
-from conftest import TOY_CONFIG
+from helpers import TOY_CONFIG
 
 
 def build(channels_last: bool):

@@ -5,7 +5,7 @@ datasets/make_shapes.py) as their `__main__` runs them: each ends as expected. "
 non-zero exit, no traceback, one `<prog>: error:` line containing the expected words; "warning" =
 exit 0 with a warning line containing them (boxes clipped or dropped, an empty results file);
 "ok" = exit 0.
-`pytest tests/test_bad_inputs.py -v` lists them.
+`pytest tests/tools/test_bad_inputs.py -v` lists them.
 """
 import json
 import os

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ from PIL import Image
 
 from gn_det.data import validate_coco_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 SCRIPT = ROOT / "datasets" / "voc_to_coco.py"
 FIXTURES = ROOT / "tests" / "fixtures" / "voc"
 GOOD, BAD = FIXTURES / "good", FIXTURES / "bad"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, TOY_CONFIG
+from helpers import REPO, TOY_CONFIG
 
 TRAIN_NET = str(REPO / "tools/train_net.py")
 

@@ -2,11 +2,12 @@
 the timing/ratio plumbing (no timing checks)."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 
 
 @pytest.fixture(scope="module")

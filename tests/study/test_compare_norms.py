@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from cli_harness import TINY_MODEL_OPTS
-from conftest import REPO
+from helpers import REPO
 
 TOOL = REPO / "tools" / "compare_norms.py"
 

@@ -15,7 +15,7 @@ from gn_det.engine import Trainer, launch
 
 from _train_worker import train_worker
 from cli_harness import cut_jpeg, tiny_train_opts
-from conftest import REPO, TOY_CONFIG, free_port, kill_with_children
+from helpers import REPO, TOY_CONFIG, free_port, kill_with_children
 
 
 def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
@@ -67,7 +67,7 @@ def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
 
 def test_loaders_name_the_file_and_dataset_of_an_image_that_fails(tiny_shapes, tmp_path):
     """Trainer's train and test loaders (2 worker processes) raise one line naming the cut photo
-    and its dataset, as train_net shows it (tests/test_bad_inputs.py runs the CLI)."""
+    and its dataset, as train_net shows it (tests/tools/test_bad_inputs.py runs the CLI)."""
     shapes = tmp_path / "shapes"
     shutil.copytree(tiny_shapes, shapes)
     for split in ("train", "val"):

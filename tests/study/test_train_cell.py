@@ -10,7 +10,7 @@ from gn_det.study.grid import PRESETS, Grid, Schedule
 from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT, train_cell, weights_digest
 
 from cli_harness import TINY_MODEL_OPTS, logger_state_restored, tiny_dataset_opts
-from conftest import REPO
+from helpers import REPO
 
 STUDY_CONFIG = str(REPO / "configs/toy/compare_norms_shapes.yaml")
 

@@ -2,11 +2,11 @@
 final check names the part that failed, and the editable install is skipped only when its stamp
 matches this checkout. Choosing runs the real pip (dry runs); installing is faked."""
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(REPO / "tools"))
 import bootstrap  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from gn_det.layers import WSConv2d
 from gn_det.modeling.fpn import make_fpn
 from gn_det.modeling.resnet import make_resnet
 
-from conftest import assert_same_network
+from helpers import assert_same_network
 
 RETINANET = "build_gn_retinanet_resnet_fpn_backbone"
 FASTER = "build_gn_resnet_fpn_backbone"

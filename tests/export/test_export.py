@@ -11,7 +11,7 @@ from torch import nn
 
 from cli_harness import (SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG, run_cli, shared_data,
                          tiny_dataset_opts)
-from conftest import REPO
+from helpers import REPO
 from gn_det import export
 from gn_det.benchmark.export import like_trained
 from gn_det.layers import NormSpec, build_norm

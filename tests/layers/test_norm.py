@@ -11,7 +11,7 @@ from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm, get_norm
 from gn_det.layers import NormSpec, build_norm, detectron2_layer_norm
 from gn_det.layers import norm as norm_module
 
-from conftest import D2_NORM_NAMES, process_group_of_one
+from helpers import D2_NORM_NAMES, process_group_of_one
 
 
 

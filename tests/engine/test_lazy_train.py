@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from cli_harness import tiny_dataset_opts
-from conftest import REPO
+from helpers import REPO
 
 TOOL = str(REPO / "tools" / "lazy_train_net.py")
 TOY = str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")

@@ -13,7 +13,7 @@ from gn_det.config import add_gn_det_config
 from gn_det.layers import WSConv2d
 from gn_det.modeling.resnet import make_resnet
 
-from conftest import D2_NORM_NAMES, assert_same_network, process_group_of_one
+from helpers import D2_NORM_NAMES, assert_same_network, process_group_of_one
 
 STAGES = ["res2", "res3", "res4", "res5"]
 

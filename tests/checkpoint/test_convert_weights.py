@@ -2,7 +2,6 @@
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,9 @@ import torchvision
 
 from gn_det.cli import run_cli
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "convert_weights.py"
+from helpers import REPO
+
+TOOL = REPO / "tools" / "convert_weights.py"
 
 
 def load_tool():

@@ -20,7 +20,9 @@ from gn_det.data import coco as coco_module
 
 from cli_harness import REAL_PHOTO, cut_jpeg, jpeg_without_eoi, shared_data
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = REPO
 
 
 def _load_script(name):

@@ -51,8 +51,8 @@ def standardize_weight(weight: torch.Tensor, style: str = "timm",
         # One fused op, timm's own: F.batch_norm over a (1, out, -1) view (biased variance, eps
         # inside the sqrt). F.layer_norm over each filter is the same formula and faster on CPU,
         # but its different summation order drifts past 1e-4 from timm's StdConv2d after the 53
-        # convs of a ResNet-50 (tests/checkpoint/test_weights.py), so pretrained GN+WS weights would not
-        # reproduce exactly: kept out.
+        # convs of a ResNet-50 (tests/checkpoint/test_weights.py), so pretrained GN+WS weights
+        # would not reproduce exactly: kept out.
         return F.batch_norm(flat.unsqueeze(0), None, None, training=True, momentum=0.0,
                             eps=eps).reshape_as(weight)
     if style == "mmcv":

@@ -41,6 +41,10 @@ _TAIL = 4096  # bytes read from a JPEG's end to find its end marker behind NUL p
 _FIRST = 5
 _PROGRESS_FROM = 2000  # show a progress bar from this many images on
 NO_EOI = "no_eoi"  # Verdict.warning of a JPEG without its end marker
+# What to do about a damaged image, for users of a COCO JSON and of datasets/voc_to_coco.py alike.
+DAMAGED_REMEDY = ("replace it, or leave it out of the dataset: delete its entry from the COCO "
+                  "JSON, or convert again with datasets/voc_to_coco.py --image-dir ... "
+                  "--skip-bad-images (or without its line in the --list split file)")
 
 
 class Verdict(NamedTuple):
@@ -97,7 +101,7 @@ def check_image(path: str, width: int, height: int) -> Verdict:
                 im.load()
             except Exception as e:  # noqa: BLE001  any decoder failure is the file's fault
                 return Verdict(f"cannot be decoded ({one_line(e, brief=True)}): the file is "
-                               "damaged; replace it or remove it from the JSON")
+                               f"damaged; {DAMAGED_REMEDY}")
     except FileNotFoundError:
         return Verdict("is missing")
     except UnidentifiedImageError:
@@ -201,8 +205,8 @@ def read_failure(path: str, datasets: Union[str, Sequence[str]],
              else "datasets " + " or ".join(repr(n) for n in names))
     return ImageReadError(f"image file {path} of {which} cannot be read "
                           f"({one_line(exc, brief=True)}); expected a complete image file: "
-                          "replace it or remove it from the dataset (DATASETS.CHECK_IMAGES True "
-                          "finds every such file before training)")
+                          f"{DAMAGED_REMEDY}; DATASETS.CHECK_IMAGES True finds every such file "
+                          "before training")
 
 
 def read_image_checked(path: str, dataset: str, format: str = "BGR") -> np.ndarray:

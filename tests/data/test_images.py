@@ -126,8 +126,11 @@ def test_a_cut_photo_is_refused_because_detectron2_cannot_read_it(tmp_path, phot
         read_image(cut, format="BGR")  # what training would hit
     verdict = check_image(cut, w, h)
     assert verdict.problem.startswith("cannot be decoded (OSError: image file is truncated (")
-    assert verdict.problem.endswith("): the file is damaged; replace it or remove it from the "
-                                    "JSON")
+    assert verdict.problem.endswith("): the file is damaged; replace it, or leave it out of the "
+                                    "dataset: delete its entry from the COCO JSON, or convert "
+                                    "again with datasets/voc_to_coco.py --image-dir ... "
+                                    "--skip-bad-images (or without its line in the --list split "
+                                    "file)")
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # read, never set
 
 

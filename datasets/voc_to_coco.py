@@ -16,22 +16,33 @@ Labels: `--label name` uses each object's `<name>` (Pets: cat/dog); `--label fil
 image name without its trailing `_<number>` (Pets: the breed, `american_bulldog_10` → `american_
 bulldog`). Category ids are 1..K in `--classes` order, else in sorted label order.
 
+Images: with --image-dir, every image must exist, have its XML's size and decode fully (the
+check training runs, gn_det.data.images.check_image). Each bad image is one line on stderr; they
+end the conversion with an error, or, with --skip-bad-images, are left out of --out with their
+boxes (listed in its "info" and summed up in the final warning).
+
 Safety: `<filename>` must be a relative path inside the image folder; absolute paths, `..` and
 backslashes are refused, and XML with entity declarations is refused. The only file written is
 --out (atomically).
 """
 import argparse
-import json
 import math
 import os
 import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import List, Optional, Tuple
 
+from gn_det.utils.file_io import write_json
+from gn_det.utils.progress import track
+from gn_det.utils.text import plural
+
 _FIRST = 5
+_CHECK_THREADS = 8  # PIL decodes with the GIL released
+_PROGRESS_FROM = 200  # images; fewer are checked without progress lines
 _TRAILING_NUMBER = re.compile(r"_\d+$")
 
 
@@ -110,7 +121,7 @@ def parse_voc_xml(xml_path: Path) -> dict:
         objects.append({"name": _text(obj, "name", owhere), "box": box,
                         "difficult": difficult not in ("", "0"), "where": owhere})
     return {"file_name": file_name, "width": int(width), "height": int(height),
-            "objects": objects}
+            "objects": objects, "where": where}
 
 
 def voc_box_to_coco(box: Tuple[float, float, float, float], width: int,
@@ -180,8 +191,10 @@ def _image_size(path: Path) -> Tuple[int, int]:
 
 
 def convert(xml_files: List[Path], label: str, classes: Optional[List[str]],
-            skip_difficult: bool, image_dir: Optional[Path]) -> Tuple[dict, Counter]:
-    """Build the COCO dict; returns it with counts of dropped/clipped/skipped boxes."""
+            skip_difficult: bool, image_dir: Optional[Path],
+            skip_bad_images: bool = False) -> Tuple[dict, Counter]:
+    """Build the COCO dict; returns it with counts of dropped/clipped/skipped boxes and of the
+    boxes of bad images left out ("bad_image_boxes")."""
     records = [parse_voc_xml(f) for f in xml_files]
     labels = [[(label_from_filename(r["file_name"]) if label == "filename" else o["name"])
                for o in r["objects"]] for r in records]
@@ -192,9 +205,26 @@ def convert(xml_files: List[Path], label: str, classes: Optional[List[str]],
     if not names:
         raise ConversionError("the XML files contain no <object>s; expected boxes to convert")
     cat_ids = {name: i + 1 for i, name in enumerate(names)}
-    if image_dir is not None:
-        _check_images(records, image_dir)
     counts: Counter = Counter()
+    left_out = []
+    if image_dir is not None:
+        bad = dict(bad_images(records, image_dir))
+        for name, why in bad.items():
+            print(f"voc_to_coco: {'left out' if skip_bad_images else 'bad image'}: "
+                  f"{image_dir / name} {why}", file=sys.stderr)
+        if bad and not skip_bad_images:
+            raise ConversionError(
+                f"--image-dir {image_dir}: {len(bad)} of {plural(len(records), 'image')} cannot "
+                "be used (one line each above); replace them, or pass --skip-bad-images to leave "
+                "them out")
+        keep = [r["file_name"] not in bad for r in records]
+        counts["bad_image_boxes"] = sum(len(r["objects"]) for r, k in zip(records, keep) if not k)
+        left_out = [{"file_name": name, "problem": why} for name, why in bad.items()]
+        records = [r for r, k in zip(records, keep) if k]
+        labels = [x for x, k in zip(labels, keep) if k]
+        if not records:
+            raise ConversionError(f"--image-dir {image_dir}: none of the images can be used, so "
+                                  "--skip-bad-images left nothing to convert")
     images, annotations = [], []
     for image_id, (record, image_labels) in enumerate(zip(records, labels), start=1):
         images.append({"id": image_id, "file_name": record["file_name"],
@@ -214,41 +244,40 @@ def convert(xml_files: List[Path], label: str, classes: Optional[List[str]],
                                 "category_id": cat_ids[name], "bbox": bbox,
                                 "area": bbox[2] * bbox[3], "iscrowd": 0})
     categories = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_ids.items()]
-    return {"info": {"description": "converted from Pascal VOC XML by datasets/voc_to_coco.py"},
-            "licenses": [], "images": images, "annotations": annotations,
+    info = {"description": "converted from Pascal VOC XML by datasets/voc_to_coco.py"}
+    if left_out:
+        info["left_out_images"] = left_out
+    return {"info": info, "licenses": [], "images": images, "annotations": annotations,
             "categories": categories}, counts
 
 
-def _check_images(records: List[dict], image_dir: Path):
-    """Every image exists and has the XML's size (as detectron2 will read it)."""
-    missing, wrong = [], []
-    for r in records:
-        path = image_dir / r["file_name"]
+def bad_images(records: List[dict], image_dir: Path) -> List[Tuple[str, str]]:
+    """(file name, what is wrong) for every image of `records` that is missing, has another size
+    than its XML says (as detectron2 reads it: EXIF rotation applied) or does not decode fully
+    (gn_det's check_image, without its remedy: the caller gives one), in `records` order."""
+    # Imported here: gn_det.data loads torch and detectron2 (seconds), which a conversion without
+    # --image-dir does not need.
+    from gn_det.data.images import DAMAGED_REMEDY, check_image
+
+    def problem(record: dict) -> Optional[str]:
+        path = image_dir / record["file_name"]
         if not path.is_file():
-            missing.append(r["file_name"])
-            continue
+            return "is missing"
         try:
             size = _image_size(path)
-        except Exception as e:  # noqa: BLE001  any unreadable image is reported, not raised
-            wrong.append(f"{r['file_name']} unreadable ({type(e).__name__})")
-            continue
-        if size != (r["width"], r["height"]):
-            wrong.append(f"{r['file_name']} is {size[0]}x{size[1]}, XML says "
-                         f"{r['width']}x{r['height']}")
-    if missing:
-        raise ConversionError(f"--image-dir {image_dir}: {len(missing)} of {len(records)} images "
-                              f"are missing (first: {', '.join(missing[:_FIRST])})")
-    if wrong:
-        raise ConversionError(f"--image-dir {image_dir}: {len(wrong)} images do not match their "
-                              f"XML (first: {'; '.join(wrong[:_FIRST])})")
+        except Exception:  # noqa: BLE001  an unreadable header: check_image says what it is
+            size = (record["width"], record["height"])
+        if size != (record["width"], record["height"]):
+            return (f"is {size[0]}x{size[1]} but its XML {record['where']} says "
+                    f"{record['width']}x{record['height']}")
+        why = check_image(str(path), record["width"], record["height"]).problem
+        return why.replace(f"; {DAMAGED_REMEDY}", "") if why else None
 
-
-def write_json(data: dict, out: Path):
-    """Write `out` atomically (a temp file beside it, then rename); nothing else is written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=None, separators=(",", ":")))
-    os.replace(tmp, out)
+    with ThreadPoolExecutor(_CHECK_THREADS) as pool:
+        problems = list(track(pool.map(problem, records), len(records), "checking images",
+                              "img", min_total=_PROGRESS_FROM,
+                              log=lambda line: print(f"voc_to_coco: {line}", file=sys.stderr)))
+    return [(r["file_name"], why) for r, why in zip(records, problems) if why]
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -262,7 +291,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="class from <object><name>, or from the image name without _<number>")
     p.add_argument("--classes", help="comma-separated class names, in category id order "
                                      "(default: all labels found, sorted)")
-    p.add_argument("--image-dir", type=Path, help="check images exist and match the XML sizes")
+    p.add_argument("--image-dir", type=Path,
+                   help="check that every image exists, has its XML's size and decodes")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="with --image-dir: leave images that fail the check out (with their "
+                        "boxes) instead of failing")
     p.add_argument("--skip-difficult", action="store_true", help="drop <difficult>1 objects")
     p.add_argument("--skip-missing", action="store_true",
                    help="skip listed stems with no XML (with a warning) instead of failing")
@@ -274,27 +307,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opts = parse_args(argv)
     try:
+        if opts.skip_bad_images and opts.image_dir is None:
+            raise ConversionError("--skip-bad-images needs --image-dir, the folder of the images "
+                                  "to check")
         xml_files, missing = collect_xml_files(opts.xml_dir, opts.list, opts.skip_missing)
         classes = ([c.strip() for c in opts.classes.split(",") if c.strip()]
                    if opts.classes else None)
-        data, counts = convert(xml_files, opts.label, classes, opts.skip_difficult, opts.image_dir)
-        write_json(data, opts.out)
+        data, counts = convert(xml_files, opts.label, classes, opts.skip_difficult, opts.image_dir,
+                               opts.skip_bad_images)
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(str(opts.out), data, separators=(",", ":"))
     except (ConversionError, OSError) as e:
         if opts.debug or os.environ.get("GN_DET_DEBUG", "") not in ("", "0"):
             raise
         print(f"voc_to_coco: error: {e}", file=sys.stderr)
         return 2
-    notes = [f"{n} {what}" for what, n in (("boxes clipped to their image", counts["clipped"]),
-                                          ("empty boxes dropped", counts["empty"]),
-                                          ("difficult objects skipped", counts["difficult"]),
-                                          ("listed images without XML skipped", len(missing)))
-             if n]
+    left_out = [d["file_name"] for d in data["info"].get("left_out_images", [])]
+    named = ", ".join(left_out[:_FIRST]) + (", ..." if len(left_out) > _FIRST else "")
+    notes = [(counts["clipped"], f"{plural(counts['clipped'], 'box')} clipped to the image"),
+             (counts["empty"], f"{plural(counts['empty'], 'empty box')} dropped"),
+             (counts["difficult"], f"{plural(counts['difficult'], 'difficult object')} skipped"),
+             (len(missing), f"{plural(len(missing), 'listed image')} without XML skipped"),
+             (len(left_out), f"{plural(len(left_out), 'bad image')} left out with their "
+                             f"{plural(counts['bad_image_boxes'], 'box')} ({named}; all "
+                             f"listed in the info of {opts.out})")]
+    notes = [note for n, note in notes if n]
     if notes:
         print(f"voc_to_coco: warning: {'; '.join(notes)}", file=sys.stderr)
     cats = ", ".join(c["name"] for c in data["categories"][:10])
     more = ", ..." if len(data["categories"]) > 10 else ""
-    print(f"wrote {opts.out}: {len(data['images'])} images, {len(data['annotations'])} boxes, "
-          f"{len(data['categories'])} classes ({cats}{more})")
+    print(f"wrote {opts.out}: {plural(len(data['images']), 'image')}, "
+          f"{plural(len(data['annotations']), 'box')}, "
+          f"{plural(len(data['categories']), 'class')} ({cats}{more})")
     return 0
 
 

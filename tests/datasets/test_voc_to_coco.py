@@ -62,8 +62,8 @@ def test_convert_with_names_and_split_list(tmp_path, capsys):
         "Bengal_3.jpg": [("cat", [0, 0, 1, 1])]}
     assert not validate_coco_dict(data, "x").changed  # registers as is: ids, areas, boxes fine
     captured = capsys.readouterr()
-    assert captured.err == "voc_to_coco: warning: 1 boxes clipped to their image; 1 empty " \
-                           "boxes dropped\n"
+    assert captured.err == "voc_to_coco: warning: 1 box clipped to the image; 1 empty box " \
+                           "dropped\n"
     assert "3 images, 4 boxes, 2 classes (cat, dog)" in captured.out
 
 
@@ -84,20 +84,96 @@ def test_without_a_list_all_xml_files_sorted(tmp_path):
                      "not_listed_7.jpg"]
 
 
-def test_image_dir_checks_existence_and_size(tmp_path, capsys):
+def image_dir_args(tmp_path, *extra):
+    """Pets-fixture images, 60x40 JPEGs of noise, in tmp_path/images, and the converter's args."""
     images = tmp_path / "images"
-    images.mkdir()
-    for name in ("Abyssinian_1", "american_bulldog_10"):
-        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(images / f"{name}.jpg")
-    args = ["--xml-dir", str(GOOD / "xmls"), "--list", str(GOOD / "trainval.txt"),
-            "--out", str(tmp_path / "x.json"), "--image-dir", str(images)]
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("Abyssinian_1", "american_bulldog_10", "Bengal_3"):
+        pixels = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"{name}.jpg", quality=95)
+    return images, ["--xml-dir", str(GOOD / "xmls"), "--list", str(GOOD / "trainval.txt"),
+                    "--out", str(tmp_path / "x.json"), "--image-dir", str(images), *extra]
+
+
+def test_image_dir_checks_existence_and_size(tmp_path, capsys):
+    images, args = image_dir_args(tmp_path)
+    (images / "Bengal_3.jpg").unlink()
     assert voc.main(args) == 2
-    assert "1 of 3 images are missing (first: Bengal_3.jpg)" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"voc_to_coco: bad image: {images / 'Bengal_3.jpg'} is missing",
+                   f"voc_to_coco: error: --image-dir {images}: 1 of 3 images cannot be used "
+                   "(one line each above); replace them, or pass --skip-bad-images to leave "
+                   "them out"]
     Image.fromarray(np.zeros((60, 40, 3), np.uint8)).save(images / "Bengal_3.jpg")
     assert voc.main(args) == 2
-    assert "Bengal_3.jpg is 40x60, XML says 60x40" in capsys.readouterr().err
+    assert (f"voc_to_coco: bad image: {images / 'Bengal_3.jpg'} is 40x60 but its XML "
+            f"{GOOD / 'xmls' / 'Bengal_3.xml'} says 60x40") in capsys.readouterr().err
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(images / "Bengal_3.jpg")
     assert voc.main(args) == 0
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_image_dir_refuses_images_that_do_not_decode_one_line_each(tmp_path, capsys):
+    """A JPEG cut short keeps an intact header (right size), but does not decode: the check
+    training runs (gn_det.data.images.check_image) finds it; each bad file is one line."""
+    images, args = image_dir_args(tmp_path)
+    truncate(images / "Bengal_3.jpg")
+    truncate(images / "Abyssinian_1.jpg")
+    with Image.open(images / "Bengal_3.jpg") as im:
+        assert im.size == (60, 40)  # what the old header-only check looked at
+    assert voc.main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and not (tmp_path / "x.json").exists()
+    for line, name in zip(err, ("Abyssinian_1.jpg", "Bengal_3.jpg")):  # in list order
+        assert line.startswith(f"voc_to_coco: bad image: {images / name} cannot be decoded "
+                               "(OSError: image file is truncated")
+        assert line.endswith("the file is damaged")  # the remedy is said once, below
+    assert err[2] == (f"voc_to_coco: error: --image-dir {images}: 2 of 3 images cannot be used "
+                      "(one line each above); replace them, or pass --skip-bad-images to leave "
+                      "them out")
+
+
+def test_skip_bad_images_leaves_them_out_with_their_boxes(tmp_path, capsys):
+    images, args = image_dir_args(tmp_path, "--skip-bad-images")
+    truncate(images / "american_bulldog_10.jpg")
+    assert voc.main(args) == 0
+    out, err = capsys.readouterr()
+    data = json.loads((tmp_path / "x.json").read_text())
+    assert [img["file_name"] for img in data["images"]] == ["Abyssinian_1.jpg", "Bengal_3.jpg"]
+    assert [img["id"] for img in data["images"]] == [1, 2]
+    assert boxes_by_image(data) == {"Abyssinian_1.jpg": [("cat", [10, 5, 20, 20])],
+                                    "Bengal_3.jpg": [("cat", [0, 0, 1, 1])]}
+    assert [c["name"] for c in data["categories"]] == ["cat", "dog"]  # ids stay as without skip
+    assert not validate_coco_dict(data, "x").changed
+    (left,) = data["info"]["left_out_images"]
+    assert left["file_name"] == "american_bulldog_10.jpg"
+    assert left["problem"].startswith("cannot be decoded (OSError: image file is truncated")
+    lines = err.splitlines()
+    assert lines[0].startswith(f"voc_to_coco: left out: {images / 'american_bulldog_10.jpg'} "
+                               "cannot be decoded")
+    assert lines[1] == ("voc_to_coco: warning: 1 empty box dropped; 1 bad image left out with "
+                        f"their 2 boxes (american_bulldog_10.jpg; all listed in the info of "
+                        f"{tmp_path / 'x.json'})")
+    assert "2 images, 2 boxes, 2 classes (cat, dog)" in out
+
+
+def test_skip_bad_images_needs_image_dir_and_something_left(tmp_path, capsys):
+    images, args = image_dir_args(tmp_path, "--skip-bad-images")
+    assert voc.main([a for a in args if a not in ("--image-dir", str(images))]) == 2
+    assert capsys.readouterr().err == ("voc_to_coco: error: --skip-bad-images needs --image-dir, "
+                                       "the folder of the images to check\n")
+    for path in images.iterdir():
+        path.write_bytes(b"")
+    assert voc.main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert all(line.endswith("is an empty (zero-byte) file") for line in err[:3])
+    assert err[3].endswith("none of the images can be used, so --skip-bad-images left nothing "
+                           "to convert")
 
 
 @pytest.mark.parametrize("xml, message", [
@@ -128,7 +204,9 @@ def test_missing_xml_for_listed_images(tmp_path, capsys):
         f"voc_to_coco: error: {GOOD / 'with_missing.txt'}: 1 of 2 listed images have no XML in ")
     assert not out.exists()
     assert voc.main(args + ["--skip-missing"]) == 0
-    assert "1 listed images without XML skipped" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert err == "voc_to_coco: warning: 1 listed image without XML skipped\n"
+    assert out.endswith(": 1 image, 1 box, 1 class (cat)\n")  # singular for one
 
 
 def test_cli_refuses_traversal_and_writes_nothing(tmp_path):

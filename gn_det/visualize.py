@@ -6,8 +6,10 @@ Error images use the Visualizer's primitives (draw_box, draw_text) in one fixed 
 docstring advises for a consistent look: detections kept at the operating threshold in green (TP)
 or red (FP, with its kind), GT in orange when missed (FN), dashed green under the TP that matched
 it, crowd regions and the detections they absorb in grey. The browser draws dataset dicts with
-`Visualizer.draw_dataset_dict`, as detectron2's tools/visualize_data.py does. Images are written
-as PNGs of the image's own size, atomically.
+`Visualizer.draw_dataset_dict`, as detectron2's tools/visualize_data.py does. Every box has a dark
+outline (OutlinedVisualizer), so it shows on any background. Labels print scores and IoUs with the
+digits it takes to show which side of the threshold they are on. Images are written as PNGs of the
+image's own size, atomically.
 """
 import io
 import logging
@@ -16,6 +18,7 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
+from matplotlib import patheffects
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -27,6 +30,7 @@ from .data.images import read_image_checked
 from .evaluation.errors import FP_KINDS, ImageErrors
 from .utils.file_io import atomic_write
 from .utils.plotting import new_figure
+from .utils.text import beside_threshold, plural
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,25 @@ COLORS = {"tp": "#2ca02c", "fp": "#d62728", "fn": "#ff9f1c", "ignored": "#9e9e9e
 _FP_SHORT = {"wrong_class": "cls", "duplicate": "dup", "poor_localization": "loc",
              "background": "bg"}
 _PROGRESS_FROM = 10  # images; fewer are drawn without a progress bar
+_OUTLINE = "black"  # under every box line: a coloured line between two dark edges shows on any
+_OUTLINE_PX = 1.5   # background (the colour on dark fur, the edges on white or pale ground)
+_MIN_BOX_ALPHA = 0.85  # detectron2 draws dataset boxes at alpha 0.5: pale colours fade into fur
+
+
+class OutlinedVisualizer(Visualizer):
+    """detectron2's Visualizer whose boxes have a dark outline on both sides of their coloured
+    line (a matplotlib Stroke path effect) and are at least 85% opaque, so that a box shows on a
+    white, brown or busy background alike; everything else is the Visualizer's."""
+
+    def draw_box(self, box_coord, alpha=0.5, edge_color="g", line_style="-"):
+        output = super().draw_box(box_coord, alpha=max(alpha, _MIN_BOX_ALPHA),
+                                  edge_color=edge_color, line_style=line_style)
+        box = output.ax.patches[-1]
+        box.set_path_effects([patheffects.Stroke(linewidth=box.get_linewidth() + 2 * _OUTLINE_PX,
+                                                 foreground=_OUTLINE, alpha=1.0),
+                              patheffects.Normal()])
+        return output
+
 
 def write_png(path: str, image: np.ndarray) -> str:
     """An RGB uint8 array as a PNG, atomically."""
@@ -63,15 +86,16 @@ def header_height(image: np.ndarray) -> int:
     return int(round(_font_size(image) * 100 / 72 * 1.9))  # points at the Visualizer's 100 dpi
 
 
-def draw_image_errors(image: np.ndarray, errors: ImageErrors,
-                      class_names: Sequence[str]) -> np.ndarray:
+def draw_image_errors(image: np.ndarray, errors: ImageErrors, class_names: Sequence[str],
+                      iou: float = 0.5, score: float = 0.5) -> np.ndarray:
     """The image (RGB) with its GT and kept detections coloured by outcome, under a header band
     with the counts and the colour key; returns an RGB array of the image's width and its
-    height + header_height(image)."""
+    height + header_height(image). `iou` and `score` are the thresholds `errors` were found at:
+    labels show scores and IoUs with the digits it takes to tell which side of them they are."""
     band = header_height(image)
     padded = np.concatenate([np.full((band,) + image.shape[1:], 24, np.uint8),
                              np.asarray(image, np.uint8)], axis=0)
-    v = Visualizer(padded, metadata=None, scale=1.0)
+    v = OutlinedVisualizer(padded, metadata=None, scale=1.0)
     size = _font_size(image)
 
     def corners(bbox: Sequence[float]):
@@ -95,17 +119,17 @@ def draw_image_errors(image: np.ndarray, errors: ImageErrors,
                         horizontal_alignment="left")
     for d in sorted(errors.dets, key=lambda d: d["score"]):  # best on top
         box = corners(d["bbox"])
-        name, score = class_names[d["label"]], f"{d['score']:.2f}"
+        name, shown = class_names[d["label"]], beside_threshold(d["score"], score)
         if d["kind"] == "tp":
-            color, text = COLORS["tp"], f"{name} {score}"
+            color, text = COLORS["tp"], f"{name} {shown}"
         elif d["kind"] == "ignored":
             color, text = COLORS["ignored"], None
         else:
-            color, text = COLORS["fp"], f"FP {_FP_SHORT[d['kind']]} {name} {score}"
+            color, text = COLORS["fp"], f"FP {_FP_SHORT[d['kind']]} {name} {shown}"
             if d["kind"] == "wrong_class":
                 text += f" (GT {class_names[d['gt_label']]})"
             elif d["kind"] == "poor_localization":
-                text += f" IoU {d['iou']:.2f}"
+                text += f" IoU {beside_threshold(d['iou'], iou)}"
         v.draw_box(box, alpha=0.95, edge_color=color)
         if text:
             v.draw_text(text, (box[0], box[1]), color=color, font_size=size,
@@ -121,7 +145,7 @@ def draw_image_errors(image: np.ndarray, errors: ImageErrors,
 
 def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: str,
                   heading: str, columns: Optional[int] = None) -> str:
-    """A grid of `images` (RGB arrays) with a title each, as one PNG."""
+    """A grid of `images` (RGB arrays) with a title each, as one PNG (written atomically)."""
     n = max(len(images), 1)
     cols = columns or min(4, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
@@ -138,32 +162,34 @@ def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str], path: str
     if not len(images):
         fig.axes[0].text(0.5, 0.5, "no image has an error", ha="center", va="center")
     fig.suptitle(heading, fontsize=11)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return path
 
 
 def write_error_images(errors: Sequence[ImageErrors], image_root: str, out_dir: str,
-                       class_names: Sequence[str], source: str) -> List[str]:
+                       class_names: Sequence[str], source: str, iou: float = 0.5,
+                       score: float = 0.5) -> List[str]:
     """One PNG per image of `errors` (ranked: "NNN_<stem>.png") and contact_sheet.png in
-    `out_dir`; `source` names the ground truth in read errors. Returns the paths."""
+    `out_dir`; `source` names the ground truth in read errors; `iou` and `score` are the
+    thresholds `errors` were found at. Returns the paths."""
     missing = [e.file_name for e in errors
                if not os.path.isfile(os.path.join(image_root, e.file_name))]
     if missing:
-        raise FileNotFoundError(f"{source}: {len(missing)} of the {len(errors)} images to draw "
-                                f"are not under {image_root}, e.g. {missing[0]!r}; expected "
-                                "--image-root to be the folder the 'file_name' fields are "
-                                "relative to")
+        raise FileNotFoundError(f"{source}: {len(missing)} of the {plural(len(errors), 'image')} "
+                                f"to draw are not under {image_root}, e.g. {missing[0]!r}; "
+                                "expected --image-root to be the folder the 'file_name' fields "
+                                "are relative to")
     os.makedirs(out_dir, exist_ok=True)
     paths, drawn, titles = [], [], []
     for rank, e in enumerate(progress(errors, len(errors), "drawing error images")):
         image = read_image_checked(os.path.join(image_root, e.file_name), source, format="RGB")
-        out = draw_image_errors(image, e, class_names)
+        out = draw_image_errors(image, e, class_names, iou, score)
         stem = os.path.splitext(os.path.basename(e.file_name))[0] or str(e.image_id)
         paths.append(write_png(os.path.join(out_dir, f"{rank + 1:03d}_{stem}.png"), out))
         drawn.append(out)
         c = e.counts
         titles.append(f"#{rank + 1} {os.path.basename(e.file_name)}: FP {c['fp']}, FN {c['fn']}")
-    heading = (f"{len(errors)} images with most errors (FP + FN); green TP, red FP "
+    heading = (f"{plural(len(errors), 'image')} with most errors (FP + FN); green TP, red FP "
                "(cls = wrong class, dup = duplicate, loc = poor localization, bg = background), "
                "orange FN")
     paths.append(contact_sheet(drawn, titles, os.path.join(out_dir, "contact_sheet.png"),
@@ -204,7 +230,7 @@ def browse_dataset(cfg, name: str, out_dir: str, num: int = 20,
         samples = _loader_samples(cfg, name, total)
     paths, seen = [], set()
     for d, image in progress(samples, total, f"drawing {name}"):
-        v = Visualizer(image, metadata=metadata, scale=1.0)
+        v = OutlinedVisualizer(image, metadata=metadata, scale=1.0)
         if source == "annotation":
             out = v.draw_dataset_dict(d).get_image()
         else:
@@ -213,7 +239,7 @@ def browse_dataset(cfg, name: str, out_dir: str, num: int = 20,
         stem = stem if stem and stem not in seen else f"{len(paths):04d}_{d.get('image_id', '')}"
         seen.add(stem)
         paths.append(write_png(os.path.join(out_dir, f"{stem}.png"), out))
-    logger.info("wrote %d images of %s (%s) to %s", len(paths), name, source, out_dir)
+    logger.info("wrote %s of %s (%s) to %s", plural(len(paths), "image"), name, source, out_dir)
     return paths
 
 
@@ -235,7 +261,7 @@ def _loader_samples(cfg, name: str, total: int):
                 return
 
 
-def _draw_instances(v: Visualizer, instances, metadata: Dict):
+def _draw_instances(v: OutlinedVisualizer, instances, metadata: Dict):
     """GT boxes (and masks) of a data-loader Instances with class names."""
     fields = instances.get_fields()
     names = metadata.get("thing_classes", None)

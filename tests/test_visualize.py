@@ -13,10 +13,11 @@ from PIL import Image
 from cli_harness import (HAND_ANNS, HAND_DETS, SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG,
                          coco_scene, shared_data,
                          run_cli, tiny_dataset_opts)
-from gn_det.evaluation.errors import image_errors, worst_images
+from gn_det.evaluation.errors import ImageErrors, image_errors, worst_images
 from gn_det.evaluation.metrics import evaluate_detections
 from gn_det.evaluation.results import load_ground_truth, load_results
-from gn_det.visualize import COLORS, draw_image_errors, header_height, write_error_images
+from gn_det.visualize import (COLORS, OutlinedVisualizer, draw_image_errors, header_height,
+                              write_error_images)
 
 BCCD = SHARED_DATA / "bccd"
 
@@ -60,6 +61,51 @@ def test_colours_are_where_the_boxes_are():
     assert near(out[band + 120, 100], COLORS["fp"])  # the wrong-class c1 detection on the c2 GT
     assert near(out[band + 100, 80], "#808080", tol=2)  # away from every box: untouched
     assert near(out[band - 2, 199], "#181818", tol=2)   # the band
+
+
+def one_poor_localization(iou, score=0.9):
+    """An image with one FP of kind poor_localization (IoU `iou` with its GT) and one TP."""
+    det = {"bbox": [60, 30, 100, 100], "label": 0, "score": score, "iou": iou,
+           "kind": "poor_localization", "gt_label": None, "paired": False}
+    tp = dict(det, bbox=[150, 100, 40, 40], kind="tp", iou=0.9, score=0.5004)
+    gt = {"id": 1, "bbox": [20, 20, 100, 100], "label": 0, "status": "fn",
+          "confused_with": None}
+    return ImageErrors(1, "x.jpg", 200, 200, gt=[gt], dets=[det, tp])
+
+
+@pytest.mark.parametrize("iou, threshold, shown", [
+    (0.4959, 0.5, "IoU 0.496"),  # was "IoU 0.50": read as a match at the 0.5 threshold
+    (0.62, 0.75, "IoU 0.62"),
+    (0.7496, 0.75, "IoU 0.7496"),
+])
+def test_labels_show_which_side_of_the_threshold_a_value_is(monkeypatch, iou, threshold, shown):
+    texts = []
+    real = OutlinedVisualizer.draw_text
+
+    def draw_text(self, text, *args, **kwargs):
+        texts.append(text)
+        return real(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(OutlinedVisualizer, "draw_text", draw_text)
+    draw_image_errors(np.full((200, 200, 3), 128, np.uint8), one_poor_localization(iou),
+                      ["raccoon"], iou=threshold, score=0.5)
+    assert f"FP loc raccoon 0.90 {shown}" in texts
+    assert "raccoon 0.5004" in texts  # a kept score just above 0.5 does not read "0.50"
+
+
+@pytest.mark.parametrize("background", [(110, 80, 50), (255, 255, 255), (0, 0, 0)],
+                         ids=["brown", "white", "black"])
+def test_boxes_have_an_outline_that_shows_on_any_background(background):
+    """A pale box (detectron2 draws dataset boxes at alpha 0.5 in light colours) is a light line
+    between dark edges: on brown fur and on white both a dark and a light band cross the edge."""
+    image = np.zeros((120, 160, 3), np.uint8)
+    image[:] = background
+    v = OutlinedVisualizer(image, metadata=None, scale=1.0)
+    v.draw_box((40, 30, 120, 90), edge_color=(0.93, 0.87, 0.75))
+    out = v.get_output().get_image().astype(int)
+    across = out[60, 30:50].sum(axis=1) / 3  # grey level across the box's left edge
+    assert across.min() < 60 and across.max() > 180, across
+    assert (np.abs(out[5:20, 5:20] - background).max()) <= 2  # nothing drawn away from the box
 
 
 def test_writes_ranked_pngs_and_a_contact_sheet(tmp_path):

@@ -25,6 +25,7 @@ from gn_det.evaluation import (EvaluationInputError, evaluate_detections,  # noq
                                format_confusion_table, load_ground_truth, load_results)
 from gn_det.evaluation.errors import (image_errors, totals, worst_images,  # noqa: E402
                                       write_image_errors)
+from gn_det.utils.text import plural  # noqa: E402
 from gn_det.visualize import write_error_images  # noqa: E402
 
 logger = logging.getLogger("gn_det.show_errors")
@@ -65,20 +66,20 @@ def main(argv=None) -> int:
     errors = image_errors(ev)
     worst = worst_images(errors, args.num)
     os.makedirs(args.out, exist_ok=True)
-    written = write_error_images(worst, args.image_root, args.out, ev.class_names,
-                                 args.gt) if args.num else []
+    written = write_error_images(worst, args.image_root, args.out, ev.class_names, args.gt,
+                                 args.iou, args.score) if args.num else []
     settings = {"gt": args.gt, "dt": args.dt, "iou": args.iou, "score": args.score,
                 "kept": "score >= threshold", "max_dets": ev.matches.max_dets}
     csv_path, json_path = (os.path.join(args.out, f"image_errors.{x}") for x in ("csv", "json"))
     write_image_errors(errors, csv_path, json_path, settings)
     t = totals(errors)
-    print(f"{len(errors)} images, IoU {args.iou:g}, score >= {args.score:g}: TP {t['tp']}, "
-          f"FP {t['fp']} (wrong class {t['fp_wrong_class']}, duplicate {t['fp_duplicate']}, "
-          f"poor localization {t['fp_poor_localization']}, background {t['fp_background']}), "
-          f"FN {t['fn']}")
+    print(f"{plural(len(errors), 'image')}, IoU {args.iou:g}, score >= {args.score:g}: "
+          f"TP {t['tp']}, FP {t['fp']} (wrong class {t['fp_wrong_class']}, "
+          f"duplicate {t['fp_duplicate']}, poor localization {t['fp_poor_localization']}, "
+          f"background {t['fp_background']}), FN {t['fn']}")
     print()
     print(format_confusion_table(ev))
-    drawn = f"{len(written) - 1} images and contact_sheet.png, " if written else ""
+    drawn = f"{plural(len(written) - 1, 'image')} and contact_sheet.png, " if written else ""
     print(f"\nwrote {drawn}image_errors.csv and image_errors.json to {args.out}")
     return 0
 

@@ -21,6 +21,7 @@ import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron
 from gn_det.cli import run_cli  # noqa: E402
 from gn_det.config import load_cfg  # noqa: E402
 from gn_det.data import register_datasets_from_cfg  # noqa: E402
+from gn_det.utils.text import plural  # noqa: E402
 from gn_det.visualize import browse_dataset  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             raise ValueError("DATASETS.TRAIN is empty; name the dataset with --dataset")
         name = cfg.DATASETS.TRAIN[0]
     paths = browse_dataset(cfg, name, args.output, args.num, args.source)
-    print(f"wrote {len(paths)} images of {name} ({args.source}) to {args.output}")
+    print(f"wrote {plural(len(paths), 'image')} of {name} ({args.source}) to {args.output}")
     return 0
 
 

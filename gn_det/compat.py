@@ -2,7 +2,9 @@
 
 Each shim is a pair: a guard that detects the *feature* (never a version string, since detectron2
 main still reports 0.6) and an apply step. On a full detectron2 build from git main every guard is
-false and nothing is touched. `apply_all()` runs before anything imports detectron2's submodules.
+false and nothing is touched. gn_det.import_hooks applies them as detectron2 loads
+(`apply_all(defer_module_shims=True)` as `detectron2` itself executes, `shims_for` as each
+patched module executes); `apply_all()` applies them all at once.
 
 | shim           | what it bridges                                  | upstream fix it mirrors    |
 |----------------|--------------------------------------------------|----------------------------|
@@ -231,15 +233,22 @@ def _resource_filename(package: str, resource: str) -> str:
     return str(base / resource)
 
 
-def _apply_pkg_resources():
+@contextlib.contextmanager
+def _pkg_resources_visible():
+    """A pkg_resources with resource_filename alone in sys.modules while in the block: visible
+    only while detectron2's model_zoo imports, so other libraries still see the truth."""
     shim = types.ModuleType("pkg_resources", "gn_det: resource_filename only, for detectron2")
     shim.resource_filename = _resource_filename
-    # Visible only while detectron2's model_zoo imports, so other libraries still see the truth.
     sys.modules["pkg_resources"] = shim
     try:
-        import detectron2.model_zoo.model_zoo  # noqa: F401  (binds the shim as its global)
+        yield
     finally:
         del sys.modules["pkg_resources"]
+
+
+def _apply_pkg_resources():
+    with _pkg_resources_visible():
+        import detectron2.model_zoo.model_zoo  # noqa: F401  (binds the shim as its global)
 
 
 def _apply_numpy_aliases():
@@ -296,17 +305,49 @@ SHIMS: Dict[str, "tuple[Callable[[], bool], Callable[[], None]]"] = {
     "export_caffe2": (needs_export_without_caffe2, _apply_export_without_caffe2),
 }
 
+# Shims that patch one detectron2 module: applied as that module executes (gn_det.import_hooks),
+# so that loading detectron2 does not load these modules too: "around" runs the module's
+# execution inside the shim's context, "after" patches the module once it has executed.
+MODULE_SHIMS: Dict[str, "tuple[str, str]"] = {
+    "detectron2.model_zoo.model_zoo": ("pkg_resources", "around"),
+    "detectron2.evaluation.coco_evaluation": ("coco_fast_eval", "after"),
+}
+_AROUND = {"pkg_resources": _pkg_resources_visible}
+
 APPLIED: List[str] = []
 
 
-def apply_all() -> List[str]:
-    """Apply every shim whose guard is true; idempotent. Returns the names applied so far."""
+def _record(name: str) -> None:
+    APPLIED.append(name)
+    logger.debug("gn_det.compat: applied %s", name)
+
+
+def apply_all(defer_module_shims: bool = False) -> List[str]:
+    """Apply every shim whose guard is true; idempotent. Returns the names applied so far.
+    `defer_module_shims`: leave the MODULE_SHIMS ones to `shims_for` as their modules load."""
     if _d2_root() is None:
         raise ImportError("gn_det needs detectron2, which is not installed: run `make setup`, "
                           "or install detectron2 yourself and then `pip install -e .`")
+    deferred = {name for name, _ in MODULE_SHIMS.values()} if defer_module_shims else set()
     for name, (guard, apply) in SHIMS.items():
-        if name not in APPLIED and guard():
+        if name not in APPLIED and name not in deferred and guard():
             apply()
-            APPLIED.append(name)
-            logger.debug("gn_det.compat: applied %s", name)
+            _record(name)
     return list(APPLIED)
+
+
+@contextlib.contextmanager
+def shims_for(module_name: str):
+    """The context detectron2 module `module_name` executes in: its MODULE_SHIMS shim, if any
+    and if its guard holds, around or after its execution."""
+    name, when = MODULE_SHIMS.get(module_name, (None, None))
+    if name is None or name in APPLIED or not SHIMS[name][0]():
+        yield
+        return
+    if when == "around":
+        with _AROUND[name]():
+            yield
+    else:
+        yield
+        SHIMS[name][1]()
+    _record(name)

@@ -201,7 +201,7 @@ def load_trained_model(cfg) -> nn.Module:
     from detectron2.modeling import build_model
 
     from . import modeling  # noqa: F401  (registers gn_det's components)
-    from .engine.checkpoint import AtomicCheckpointer
+    from .checkpoint import AtomicCheckpointer
 
     weights = settings(cfg).weights
     check_trained_config(cfg, weights)

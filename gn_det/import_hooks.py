@@ -2,9 +2,10 @@
 
 `import gn_det` stays light (scoring a results file needs neither torch nor detectron2), yet
 detectron2 must see gn_det's shims and components whenever it is used. So the work waits for
-detectron2: as `detectron2` is first imported, the compat shims are applied (gn_det.compat); as
-`detectron2.modeling` is first imported, gn_det's components register in its registries (by
-importing gn_det.modeling). Where those modules are already loaded, `install` does both at once.
+detectron2: as `detectron2` is first imported, the compat shims are applied (gn_det.compat; a
+shim that patches one detectron2 module, as that module executes); as `detectron2.modeling` is
+first imported, gn_det's components register in its registries (by importing gn_det.modeling).
+Where those modules are already loaded, `install` does both at once.
 While any detectron2 module executes, torch's `torch.jit.script` deprecation warning, which
 detectron2 v0.6 triggers as it loads, is silenced (gn_det.compat.quiet_jit_script_warnings).
 """
@@ -19,7 +20,7 @@ _D2 = "detectron2"
 
 
 def _apply_shims() -> None:
-    compat.apply_all()
+    compat.apply_all(defer_module_shims=True)
 
 
 def _register_components() -> None:
@@ -45,7 +46,8 @@ class _HookedLoader:
 
     def exec_module(self, module):
         with compat.quiet_jit_script_warnings():
-            self._loader.exec_module(module)
+            with compat.shims_for(module.__name__):
+                self._loader.exec_module(module)
             if self._hook is not None:
                 self._hook()
 

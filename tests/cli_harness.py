@@ -207,7 +207,7 @@ class Inputs:
             from gn_det.config import load_cfg
             from gn_det.data import register_datasets_from_cfg
             from gn_det.engine import Trainer
-            from gn_det.engine.checkpoint import AtomicCheckpointer
+            from gn_det.checkpoint import AtomicCheckpointer
 
             out = self.root / "checkpoint"
             cfg = load_cfg(TOY_CONFIG, self.train_opts(out))

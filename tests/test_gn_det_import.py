@@ -76,14 +76,21 @@ def test_components_register_whichever_is_imported_first(first):
     assert out.strip().splitlines()[-1] == "True"
 
 
-def test_detectron2_imported_in_a_child_of_an_import_finds_the_shims():
-    """A detectron2 module first imported deep inside another import (here by gn_det.modeling)
-    still executes after the shims: the compiled-ops stand-in is in place before detectron2.layers
-    needs it."""
+def test_each_shim_applies_as_the_module_it_bridges_loads():
+    """Shims of the environment apply as detectron2 loads, even deep inside another import (here
+    gn_det.modeling's); a shim of one detectron2 module waits for that module, so loading the
+    model does not load detectron2's model zoo or COCO evaluator. Once loaded, each works."""
     out = run_python("""
-        import gn_det.modeling, sys
+        import sys
+        import gn_det.modeling
         import gn_det.compat as compat
-        print(all(name in compat.APPLIED or not guard() for name, (guard, _) in
-                  compat.SHIMS.items()))
+        deferred = {name for name, _ in compat.MODULE_SHIMS.values()}
+        due = [n for n, (guard, _) in compat.SHIMS.items() if n not in deferred and guard()]
+        print(all(n in compat.APPLIED for n in due),
+              any(m in sys.modules for m in compat.MODULE_SHIMS))
+        import detectron2.model_zoo, detectron2.evaluation.coco_evaluation as coco_evaluation
+        from pycocotools.cocoeval import COCOeval
+        detectron2.model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml")
+        print(compat.has_compiled_ops() or coco_evaluation.COCOeval_opt is COCOeval)
     """)
-    assert out.strip() == "True"
+    assert out.split() == ["True", "False", "True"]

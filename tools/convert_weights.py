@@ -7,14 +7,14 @@ timm ResNetV2 / BiT one (.pth, .bin, .safetensors) into gn_det's backbone naming
 
 Prints the inferred architecture, the missing / unexpected keys and the settings the weights
 need. (timm ResNetV2 files also load as they are, through MODEL.WEIGHTS.) The logic lives in
-gn_det.modeling.weights. A bad input file ends in one `convert_weights: error:` line and exit
+gn_det.checkpoint.convert. A bad input file ends in one `convert_weights: error:` line and exit
 status 2 (--debug shows the traceback).
 """
 import argparse
 
 import gn_det  # noqa: F401  (compat shims before detectron2)
 from gn_det.cli import run_cli
-from gn_det.modeling.weights import convert_weights_file
+from gn_det.checkpoint import convert_weights_file
 
 
 def main(argv=None) -> int:

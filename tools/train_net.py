@@ -14,7 +14,7 @@ from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
 from gn_det.config import load_cfg  # noqa: E402
 from gn_det.data import check_num_classes, register_datasets_from_cfg  # noqa: E402
 from gn_det.engine import Trainer, default_setup, launch_cli, write_final_metrics  # noqa: E402
-from gn_det.engine.checkpoint import AtomicCheckpointer  # noqa: E402
+from gn_det.checkpoint import AtomicCheckpointer  # noqa: E402
 
 
 def setup(args):

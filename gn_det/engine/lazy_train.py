@@ -14,7 +14,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from .accumulation import AccumulatingTrainer
-from .checkpoint import AtomicCheckpointer
+from ..checkpoint import AtomicCheckpointer
 from .trainer import after_train_unless_failed
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from ..config import describe_norms
 from ..data.images import ImageNamingMapper
 from ..evaluation import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
-from .checkpoint import AtomicCheckpointer
+from ..checkpoint import AtomicCheckpointer
 from .optimizer import build_optimizer
 
 logger = logging.getLogger(__name__)

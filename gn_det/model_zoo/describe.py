@@ -95,9 +95,9 @@ BIT_HEADER = ("| timm model | config | ours, backbone | timm, backbone | timm, w
 def bit_rows(compare: Sequence[str] = (), size: int = 64):
     """Markdown rows: each timm BiT model's parameter counts (ours vs timm's; built on the meta
     device), and for those in `compare` the largest absolute difference of our res2-res5 from
-    timm's with the same random weights (gn_det.modeling.bit_weights.compare_with_timm)."""
+    timm's with the same random weights (gn_det.checkpoint.bit_weights.compare_with_timm)."""
     from gn_det.modeling.bit import TIMM_MODELS
-    from gn_det.modeling.bit_weights import compare_with_timm
+    from gn_det.checkpoint.bit_weights import compare_with_timm
 
     unknown = [n for n in compare if n not in TIMM_MODELS]
     if unknown:

@@ -8,7 +8,7 @@ norm+ReLU -> 3x3 (stride here) -> norm+ReLU -> 1x1, plus a 1x1 projection of the
 input in each stage's first block), convs standardized as timm's StdConv2d with BiT's eps 1e-8
 (MODEL.BIT.WS_EPS), and timm's final norm+ReLU. Names are detectron2's: outputs stem, res2-res5
 (strides 4-32), `FREEZE_AT` as in detectron2's ResNet, parameters `stem.conv`, `res3.0.norm1`,
-`res3.0.conv2`, `res3.0.shortcut`, `final_norm` (gn_det.modeling.bit_weights maps timm's).
+`res3.0.conv2`, `res3.0.shortcut`, `final_norm` (gn_det.checkpoint.bit_weights maps timm's).
 
 Where the final norm lives: a pre-activation stage ends in an un-normalized residual sum, and
 timm's `features_only=True` returns exactly those sums for all four stages. The final norm

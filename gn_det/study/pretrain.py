@@ -268,7 +268,7 @@ def check_loads(cfg, model, path: str, crops: Crops) -> float:
     absolute difference of its res5 from timm's forward_features on a few crops."""
     from detectron2.layers import ShapeSpec
 
-    from ..engine.checkpoint import AtomicCheckpointer
+    from ..checkpoint import AtomicCheckpointer
     from ..modeling.bit import make_bit
 
     backbone = make_bit(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))

@@ -1,4 +1,4 @@
-"""gn_det.modeling.bit_weights: timm ResNetV2 / BiT files load strictly into a model's BiT
+"""gn_det.checkpoint.bit_weights: timm ResNetV2 / BiT files load strictly into a model's BiT
 backbone (bare, under FPN, in a detector; raw timm files and convert_weights outputs alike), and
 files of another network are refused in one line naming the keys."""
 import logging
@@ -11,12 +11,13 @@ from safetensors.torch import save_file
 
 from detectron2.modeling import build_backbone, build_model
 from gn_det.config import load_cfg
-from gn_det.engine.checkpoint import AtomicCheckpointer, CheckpointError
+from gn_det.checkpoint import AtomicCheckpointer, CheckpointError
 from gn_det.modeling.bit import TIMM_MODELS
-from gn_det.modeling.bit_weights import (AUTHOR, convert_timm_state_dict, infer_bit_arch,
-                                         is_timm_resnetv2, rename_timm_key)
-from gn_det.modeling.weights import (convert_torchvision_file, convert_weights_file,
-                                     load_state_dict_file)
+from gn_det.checkpoint import convert_weights_file
+from gn_det.checkpoint.bit_weights import (AUTHOR, convert_timm_state_dict, infer_bit_arch,
+                                           is_timm_resnetv2, rename_timm_key)
+from gn_det.checkpoint.resnet_weights import convert_torchvision_file
+from gn_det.checkpoint.weights_file import load_state_dict_file
 from gn_det.model_zoo import get_config_file
 
 TOY = "toy/retinanet_BiT_toy_shapes.yaml"
@@ -90,7 +91,7 @@ def test_loads_into_a_detector_under_fpn_with_features_equal_to_timms(toy_file, 
     path, theirs = toy_file
     cfg = load_cfg(get_config_file(TOY), ["MODEL.WEIGHTS", str(path)])
     model = build_model(cfg).eval()
-    with caplog.at_level(logging.INFO, logger="gn_det.modeling.bit_weights"):
+    with caplog.at_level(logging.INFO, logger="gn_det.checkpoint.bit_weights"):
         AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     assert "not used by the BiT backbone: 2 keys: head.fc.*" in caplog.text
     x = torch.randn(1, 3, 64, 64)
@@ -114,7 +115,7 @@ def test_loads_into_a_detector_under_fpn_with_features_equal_to_timms(toy_file, 
 def test_stages_not_built_and_the_final_norm_are_left_out(toy_file, caplog):
     path, _ = toy_file
     backbone = bit_backbone(*TOY_BACKBONE, "MODEL.BIT.OUT_FEATURES", "['res2', 'res3']")
-    with caplog.at_level(logging.INFO, logger="gn_det.modeling.bit_weights"):
+    with caplog.at_level(logging.INFO, logger="gn_det.checkpoint.bit_weights"):
         AtomicCheckpointer(backbone).load(str(path))
     assert ("not used by the BiT backbone: 24 keys: res4.0.* (10), res5.0.* (10), final_norm.* "
             "(2), head.fc.* (2)") in caplog.text
@@ -177,7 +178,7 @@ def test_timm_weights_need_a_bit_backbone(toy_file):
 def test_plain_convs_with_bit_weights_warn(toy_file, caplog):
     path, _ = toy_file
     backbone = bit_backbone(*TOY_BACKBONE, "MODEL.NORMS.BACKBONE.WS", "False")
-    with caplog.at_level(logging.WARNING, logger="gn_det.modeling.bit_weights"):
+    with caplog.at_level(logging.WARNING, logger="gn_det.checkpoint.bit_weights"):
         AtomicCheckpointer(backbone).load(str(path))
     assert "trained with Weight Standardization, but 17 backbone convs are plain" in caplog.text
 

@@ -49,7 +49,7 @@ def tiny_cfg(norm: str):
 
 def save_checkpoint(model, folder) -> str:
     """The model saved as training saves it: folder/model_final.pth."""
-    from gn_det.engine.checkpoint import AtomicCheckpointer
+    from gn_det.checkpoint import AtomicCheckpointer
 
     folder.mkdir()
     AtomicCheckpointer(model, str(folder)).save("model_final")

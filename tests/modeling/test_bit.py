@@ -14,10 +14,10 @@ from torch import nn
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import build_backbone
 from gn_det.config import load_cfg
-from gn_det.engine.checkpoint import AtomicCheckpointer
+from gn_det.checkpoint import AtomicCheckpointer
 from gn_det.layers import WSConv2d
 from gn_det.modeling.bit import TIMM_MODELS, BiTResNet, make_bit
-from gn_det.modeling.bit_weights import convert_timm_state_dict
+from gn_det.checkpoint.bit_weights import convert_timm_state_dict
 from gn_det.model_zoo import get_config_file
 
 STAGES = ["res2", "res3", "res4", "res5"]

@@ -1,4 +1,4 @@
-"""gn_det.engine.checkpoint: saves are atomic and never hold NaN weights (a SIGKILL inside a save
+"""gn_det.checkpoint: saves are atomic and never hold NaN weights (a SIGKILL inside a save
 loses nothing, also in a real train_net run, which --resume continues); loads read files without
 running code and refuse, in one line, missing / corrupt files, other architectures, mismatched
 shapes (named) and a resume into a model of another shape."""
@@ -18,15 +18,15 @@ from torch import nn
 
 from cli_harness import KILLING_WRAPPER
 from helpers import REPO, TOY_CONFIG
-from gn_det.engine.checkpoint import AtomicCheckpointer, CheckpointError, summarize_keys
-from gn_det.engine.safe_load import pickle_source_allowed
+from gn_det.checkpoint import AtomicCheckpointer, CheckpointError, summarize_keys
+from gn_det.checkpoint.safe_load import pickle_source_allowed
 
 KILL_INSIDE_SAVE = textwrap.dedent("""
     import os, signal, sys, torch
     import gn_det
     from torch import nn
     from detectron2.checkpoint import DetectionCheckpointer
-    from gn_det.engine.checkpoint import AtomicCheckpointer
+    from gn_det.checkpoint import AtomicCheckpointer
 
     kind, out = sys.argv[1], sys.argv[2]
     model = nn.Linear(64, 64)

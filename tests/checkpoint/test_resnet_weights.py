@@ -1,5 +1,5 @@
-"""gn_det.modeling.weights: pretrained weights (Caffe2 .pkl, torchvision naming) load into our
-GN and GN+WS backbones, and give the same network as their source."""
+"""gn_det.checkpoint.resnet_weights: pretrained weights (Caffe2 .pkl, torchvision naming) load into
+our GN and GN+WS backbones, and give the same network as their source."""
 import pickle
 
 import numpy as np
@@ -12,9 +12,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 from gn_det.config import add_gn_det_config
-from gn_det.modeling.weights import (WeightsError, convert_torchvision_file,
-                                     convert_torchvision_state_dict, infer_resnet_arch,
-                                     load_state_dict_file, rename_torchvision_key, save_d2_weights)
+from gn_det.checkpoint.resnet_weights import (AUTHOR, convert_torchvision_file,
+                                              convert_torchvision_state_dict, infer_resnet_arch,
+                                              rename_torchvision_key)
+from gn_det.checkpoint.weights_file import WeightsError, load_state_dict_file, save_d2_weights
 
 STAGES = ["res2", "res3", "res4", "res5"]
 
@@ -206,7 +207,7 @@ def test_non_resnet_input_and_bad_output_suffix(tmp_path):
     with pytest.raises(WeightsError, match="other.pth: not a torchvision-naming ResNet"):
         convert_torchvision_file(tmp_path / "other.pth", tmp_path / "out.pth")
     with pytest.raises(WeightsError, match=r"out.bin: output must end in .pth or .pkl"):
-        save_d2_weights({}, tmp_path / "out.bin")
+        save_d2_weights({}, tmp_path / "out.bin", AUTHOR)
 
 
 def test_report_lists_missing_and_unexpected(tmp_path):

@@ -20,11 +20,12 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..engine.checkpoint import CheckpointError, summarize_keys
 from ..layers import NormSpec, WSConv2d
-from .bit import BIT_DEPTHS, STAGE_NAMES, TIMM_MODELS, BiTResNet, make_bit
-from .weights import (BN_STEP_COUNTER, ConversionReport, WeightsError, compare_keys,
-                      rename_state_dict, save_d2_weights, strip_module_prefix)
+from ..modeling.bit import BIT_DEPTHS, STAGE_NAMES, TIMM_MODELS, BiTResNet, make_bit
+from .keys import (BN_STEP_COUNTER, compare_keys, rename_state_dict, strip_module_prefix,
+                   summarize_keys)
+from .safe_load import CheckpointError
+from .weights_file import ConversionReport, WeightsError, save_d2_weights
 
 AUTHOR = "gn_det convert_weights (timm ResNetV2 / BiT naming)"
 _BLOCK = re.compile(r"^stages\.([0-3])\.blocks\.(\d+)\.(norm[1-3]|conv[1-3]|downsample\.conv)\."

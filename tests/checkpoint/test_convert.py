@@ -1,4 +1,4 @@
-"""tools/convert_weights.py: the CLI over gn_det.modeling.weights (report, one-line errors)."""
+"""tools/convert_weights.py: the CLI over gn_det.checkpoint.convert (report, one-line errors)."""
 import importlib.util
 import subprocess
 import sys
@@ -80,3 +80,12 @@ def test_converts_a_timm_bit_file_with_the_same_report(tmp_path, capsys):
     assert "MODEL.PIXEL_MEAN [127.5, 127.5, 127.5]" in out[6]
     saved = torch.load(tmp_path / "R-BiT-50x1.pth", weights_only=True)
     assert "res5.2.conv3.weight" in saved["model"] and "final_norm.bias" in saved["model"]
+
+
+def test_converting_loads_neither_the_trainer_nor_evaluation_nor_matplotlib():
+    script = ("import sys, gn_det.checkpoint.convert; print(sorted(m for m in ('matplotlib', "
+              "'gn_det.engine', 'gn_det.evaluation', 'detectron2.engine', 'detectron2.evaluation')"
+              " if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

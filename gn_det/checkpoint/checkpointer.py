@@ -3,17 +3,16 @@
 Saves: temp file + fsync + rename, so a kill during a save leaves the previous checkpoint and the
 `last_checkpoint` pointer intact; a model with NaN/inf weights is never saved.
 
-Loads: files are read without running code (gn_det.engine.safe_load); a missing or unreadable file,
-weights of another shape than the model's (named, unless `skip_mismatched`), a file for another
-architecture (nothing matches) and, on resume, any difference from the model end in one
-CheckpointError line. Missing / unexpected keys are logged as a summary grouped by prefix, not as
-one line per key. timm ResNetV2 / BiT state dicts (.pth, .bin, .safetensors) are converted on
-load and placed strictly into the model's BiT backbone (gn_det.modeling.bit_weights).
+Loads: files are read without running code (gn_det.checkpoint.safe_load); a missing or
+unreadable file, weights of another shape than the model's (named, unless `skip_mismatched`), a
+file for another architecture (nothing matches) and, on resume, any difference from the model end
+in one CheckpointError line. Missing / unexpected keys are logged as a summary grouped by prefix,
+not as one line per key. timm ResNetV2 / BiT state dicts (.pth, .bin, .safetensors) are converted on
+load and placed strictly into the model's BiT backbone (gn_det.checkpoint.bit_weights).
 """
 import glob
 import os
-from collections import Counter
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,31 +22,11 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from ..utils.errors import one_line
 from ..utils.file_io import atomic_write
+from . import bit_weights
+from .keys import summarize_keys
 from .safe_load import CheckpointError, check_pickle_source, load_weights_file, warn_unpickling
 
-__all__ = ["AtomicCheckpointer", "CheckpointError", "summarize_keys"]
-
 _SHOWN = 3  # mismatched keys named in an error
-
-
-def summarize_keys(keys: Sequence[str], max_groups: int = 4) -> str:
-    """'N keys: prefix.* (count), ... (e.g. one.full.key)': keys grouped by their module's dotted
-    prefix, as deep as fits in `max_groups` groups (the largest ones shown when even top-level
-    names do not)."""
-    keys = sorted(keys)
-    if not keys:
-        return "0 keys"
-    modules = [k.rpartition(".")[0] or k for k in keys]  # a module's parameters group together
-    for depth in (4, 3, 2, 1):
-        groups = Counter(".".join(m.split(".")[:depth]) for m in modules)
-        if len(groups) <= max_groups:
-            break
-    top = groups.most_common(max_groups)
-    shown = [f"{p}.* ({n})" if n > 1 or p not in keys else p for p, n in top]
-    more = len(groups) - len(shown)
-    example = next((k for k in keys if k.startswith(top[0][0] + ".")), None)
-    return (f"{len(keys)} keys: {', '.join(shown)}" + (f", +{more} more groups" if more else "")
-            + (f" (e.g. {example})" if top[0][1] > 1 and example else ""))
 
 
 def first_non_finite(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -163,8 +142,6 @@ class AtomicCheckpointer(DetectionCheckpointer):
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{source}: holds a {type(data).__name__}; expected a state "
                                   "dict or a detectron2 checkpoint {'model': state dict, ...}")
-        from ..modeling import bit_weights  # timm ResNetV2 / BiT files, converted on load
-
         if "model" not in data and bit_weights.is_timm_resnetv2(data):
             return bit_weights.timm_checkpoint(data, source)
         return dict(data) if "model" in data else {"model": dict(data)}
@@ -173,8 +150,6 @@ class AtomicCheckpointer(DetectionCheckpointer):
         source = self._source or "checkpoint"
         weights = checkpoint.get("model")
         _check_state_dict(weights, source)
-        from ..modeling import bit_weights
-
         checkpoint = bit_weights.prepare_checkpoint(checkpoint, self.model, source)
         model_state = self.model.state_dict()
         if checkpoint.get("matching_heuristics", False):  # align names first, as detectron2 does

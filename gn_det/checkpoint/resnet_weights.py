@@ -13,23 +13,20 @@ as detectron2 does in its convert-torchvision-to-d2 tool: `{"model", "__author__
 backbone (bare, under FPN, or in a meta-architecture).
 """
 import dataclasses
-import pickle
 import re
-from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 
-from ..engine.safe_load import CheckpointError, load_weights_file
 from ..layers import NormSpec
-from .resnet import BLOCKS_PER_STAGE, STAGE_NAMES, make_resnet
+from ..modeling.resnet import BLOCKS_PER_STAGE, STAGE_NAMES, make_resnet
+from .keys import compare_keys, rename_state_dict
+from .weights_file import ConversionReport, WeightsError, load_state_dict_file, save_d2_weights
 
 AUTHOR = "gn_det convert_weights (torchvision naming)"
 _STEM = re.compile(r"^conv1\.(weight)$|^(?:bn|gn)1\.(.+)$")
 _BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(?:conv([1-3])\.(weight)|(?:bn|gn)([1-3])\.(.+)"
                     r"|downsample\.([01])\.(.+))$")
-BN_STEP_COUNTER = re.compile(r"(^|\.)num_batches_tracked$")  # BN step counters, not weights
 # torchvision ImageNet input convention, printed as a hint (as detectron2's own tool does).
 TORCHVISION_INPUT_HINT = ("torchvision-style weights (stride in the 3x3 conv, RGB input in 0-255 "
                           "normalized by ImageNet mean/std) need: "
@@ -39,10 +36,6 @@ TORCHVISION_INPUT_HINT = ("torchvision-style weights (stride in the 3x3 conv, RG
 WS_HINT = ("weights trained with Weight Standardization (e.g. mmdet's jhu/resnet50_gn_ws, mmcv "
            "ConvWS2d) need MODEL.NORMS.BACKBONE.WS True and MODEL.NORMS.WS.STYLE mmcv; timm "
            "StdConv2d weights need STYLE timm")
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be read or converted; the message names the file."""
 
 
 def rename_torchvision_key(key: str) -> Optional[str]:
@@ -61,29 +54,6 @@ def rename_torchvision_key(key: str) -> Optional[str]:
     if norm:
         return f"{prefix}.conv{norm}.norm.{norm_param}"
     return f"{prefix}.shortcut.{ds_param}" if ds == "0" else f"{prefix}.shortcut.norm.{ds_param}"
-
-
-def strip_module_prefix(key: str) -> str:
-    """`key` without the leading 'module.' that DataParallel / DDP checkpoints carry."""
-    return key[len("module."):] if key.startswith("module.") else key
-
-
-def rename_state_dict(state_dict: Mapping[str, object], rename: Callable[[str], Optional[str]]
-                      ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Rename a checkpoint's tensors with `rename` (None: no backbone counterpart). Returns
-    (converted weights, keys without a counterpart). A leading 'module.' is stripped, BN step
-    counters are dropped and numpy arrays become tensors."""
-    converted, unexpected = {}, []
-    for key, value in state_dict.items():
-        bare = strip_module_prefix(key)
-        if BN_STEP_COUNTER.search(bare):
-            continue
-        new = rename(bare)
-        if new is None:
-            unexpected.append(key)
-        else:
-            converted[new] = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
-    return converted, unexpected
 
 
 def convert_torchvision_state_dict(state_dict: Mapping[str, object]
@@ -142,26 +112,6 @@ def infer_resnet_arch(weights: Mapping[str, torch.Tensor]) -> ResNetArch:
     return ResNetArch(depth, groups, width, stem.shape[1], stem.shape[0], res2_out, norm)
 
 
-@dataclasses.dataclass
-class ConversionReport:
-    """What a conversion produced, and how it compares with the backbone it describes."""
-
-    arch: ResNetArch          # or bit_weights.BiTArch: what the weights describe (.describe())
-    num_converted: int
-    missing: List[str]        # backbone keys the input did not provide
-    unexpected: List[str]     # input keys without a backbone counterpart (e.g. fc.*)
-    mismatched: List[str]     # 'key: input shape vs backbone shape'
-    notes: List[str] = dataclasses.field(default_factory=list)  # settings the weights need
-
-    def lines(self) -> List[str]:
-        out = [f"{self.arch.describe()}: {self.num_converted} tensors converted"]
-        for title, keys in [("missing (backbone keys not in the input)", self.missing),
-                            ("unexpected (input keys not in the backbone)", self.unexpected),
-                            ("shape mismatch", self.mismatched)]:
-            out.append(f"{title}: {len(keys)}" + ("" if not keys else ": " + ", ".join(keys)))
-        return out
-
-
 def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
                           ) -> Tuple[List[str], List[str], List[str]]:
     """(missing, unexpected, mismatched) of `weights` against the ResNet `arch` describes, built
@@ -174,71 +124,15 @@ def compare_with_backbone(weights: Mapping[str, torch.Tensor], arch: ResNetArch
     return compare_keys(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()})
 
 
-def compare_keys(weights: Mapping[str, torch.Tensor], expected: Mapping[str, tuple],
-                 optional=lambda key: False) -> Tuple[List[str], List[str], List[str]]:
-    """(missing, unexpected, mismatched) of `weights` against backbone names -> shapes; keys for
-    which `optional(key)` holds are neither missing nor unexpected."""
-    missing = sorted(k for k in expected if k not in weights)
-    unexpected = sorted(k for k in weights if k not in expected and not optional(k))
-    mismatched = sorted(f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in weights.items()
-                        if k in expected and tuple(v.shape) != expected[k])
-    return missing, unexpected, mismatched
-
-
-def load_state_dict_file(path) -> Dict[str, object]:
-    """A state dict from a torch checkpoint or a .safetensors file, read as training reads weights
-    (gn_det.engine.safe_load: no code execution); unwraps {'state_dict': ...} (mmcv) and
-    {'model': ...} (detectron2) containers."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
-    try:
-        data = load_weights_file(str(path), str(path))
-    except CheckpointError as e:
-        raise WeightsError(str(e)) from None
-    for container in ("state_dict", "model"):
-        if isinstance(data, Mapping) and isinstance(data.get(container), Mapping):
-            data = data[container]
-    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
-        raise WeightsError(f"{path}: expected a state dict (name -> tensor), got "
-                           f"{type(data).__name__}")
-    return dict(data)
-
-
-def save_d2_weights(weights: Mapping[str, torch.Tensor], path, author: str = AUTHOR):
-    """Write weights in detectron2's converted-checkpoint format: .pkl (numpy arrays, as
-    detectron2's convert-torchvision-to-d2) or .pth (tensors; loads with weights_only=True)."""
-    path = Path(path)
-    data = {"__author__": author, "matching_heuristics": True}
-    if path.suffix == ".pkl":
-        data["model"] = {k: v.detach().cpu().numpy() for k, v in weights.items()}
-        with open(path, "wb") as f:
-            pickle.dump(data, f)
-    elif path.suffix == ".pth":
-        data["model"] = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-        torch.save(data, path)
-    else:
-        raise WeightsError(f"{path}: output must end in .pth or .pkl (detectron2 reads both)")
-
-
 def convert_torchvision_file(src, dst) -> ConversionReport:
     """Read a torchvision-naming ResNet checkpoint, convert it, write `dst` (.pth/.pkl) and return
     the report. Raises WeightsError (naming the file) on unreadable or non-ResNet input."""
-    return _convert_torchvision(load_state_dict_file(src), src, dst)
+    return convert_torchvision_state_dict_file(load_state_dict_file(src), src, dst)
 
 
-def convert_weights_file(src, dst) -> ConversionReport:
-    """tools/convert_weights.py: convert a torchvision-naming ResNet or a timm ResNetV2 / BiT
-    checkpoint (told apart by their names) into gn_det's backbone naming; write `dst`."""
-    from . import bit_weights  # it builds on this module
-
-    state_dict = load_state_dict_file(src)
-    if bit_weights.is_timm_resnetv2(state_dict):
-        return bit_weights.convert_timm_state_dict_file(state_dict, src, dst)
-    return _convert_torchvision(state_dict, src, dst)
-
-
-def _convert_torchvision(state_dict, src, dst) -> ConversionReport:
+def convert_torchvision_state_dict_file(state_dict: Mapping[str, object], src, dst
+                                        ) -> ConversionReport:
+    """Convert a torchvision-naming state dict read from `src`, write `dst`, return the report."""
     converted, unexpected = convert_torchvision_state_dict(state_dict)
     try:
         arch = infer_resnet_arch(converted)
@@ -248,6 +142,6 @@ def _convert_torchvision(state_dict, src, dst) -> ConversionReport:
                            f"timm ResNetV2 (stem.conv.weight, stages.0.blocks.0.conv1.weight)"
                            ) from None
     missing, not_in_backbone, mismatched = compare_with_backbone(converted, arch)
-    save_d2_weights(converted, dst)
+    save_d2_weights(converted, dst, AUTHOR)
     return ConversionReport(arch, len(converted), missing, unexpected + not_in_backbone,
                             mismatched, notes=[TORCHVISION_INPUT_HINT, WS_HINT])

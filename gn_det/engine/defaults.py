@@ -1,8 +1,10 @@
 """What gn_det's training CLIs share (tools/train_net.py, tools/lazy_train_net.py), as
 detectron2.engine.defaults does for its own: the argument parser, the launch from parsed
 arguments, the logging setup, the final metrics file."""
+import numbers
 import os
 import time
+from typing import Mapping
 
 from detectron2.engine import default_argument_parser
 from detectron2.engine import default_setup as d2_default_setup
@@ -11,6 +13,12 @@ from detectron2.utils.logger import setup_logger
 
 from ..utils.file_io import write_json
 from .launch import launch
+
+# The unit of AP (and AR, P, R, F1) in gn_det's metrics files: metrics_final.json and the
+# evaluator's inference/<dataset>/metrics.json, as pycocotools computes them.
+AP_UNIT = "fraction (0-1)"
+NULL_MEANS = ("undefined: e.g. the AP of a class or object size with no ground truth, or a "
+              "precision with no detection kept")
 
 
 def argument_parser(epilog=None):
@@ -31,12 +39,31 @@ def launch_cli(main, argv=None):
 def write_final_metrics(output_dir: str, config_file: str, iteration, started: float,
                         results: dict) -> None:
     """OUTPUT_DIR/metrics_final.json (main process only): the config, the last iteration (None
-    for --eval-only), the wall seconds since `started` (time.perf_counter) and the results."""
+    for --eval-only), the wall seconds since `started` (time.perf_counter) and the results, as
+    fractions 0-1 (see results_as_fractions), in strict JSON with null for undefined values."""
     if comm.is_main_process():
         final = {"config_file": config_file, "iteration": iteration,
-                 "seconds": round(time.perf_counter() - started, 1), "results": results}
-        write_json(os.path.join(output_dir, "metrics_final.json"), final, indent=2,
-                   default=float)
+                 "seconds": round(time.perf_counter() - started, 1), "ap_unit": AP_UNIT,
+                 "results": results_as_fractions(results)}
+        write_json(os.path.join(output_dir, "metrics_final.json"), final, null_means=NULL_MEANS,
+                   indent=2, default=float)
+
+
+def results_as_fractions(results: Mapping) -> dict:
+    """detectron2 evaluator results ({task: {metric: value}}, or {dataset: {task: ...}} for
+    several test sets) with every metric divided by 100: detectron2's evaluators and its console
+    report AP/AR (and gn_det's P/R/F1) in percent, pycocotools and gn_det's metrics.json in
+    fractions. Keys ending in "_score" are score thresholds, already 0-1, and stay as they are."""
+    out = {}
+    for key, value in results.items():
+        if isinstance(value, Mapping):
+            out[key] = results_as_fractions(value)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool) \
+                and not str(key).endswith("_score"):
+            out[key] = float(value) / 100.0
+        else:
+            out[key] = value
+    return out
 
 
 def default_setup(cfg, args):

@@ -46,6 +46,7 @@ import gn_det  # noqa: E402,F401  (compat shims first)
 import torch  # noqa: E402
 from gn_det.benchmark import e2e, layers, timing  # noqa: E402
 from gn_det.benchmark import export as export_bench  # noqa: E402
+from gn_det.utils.file_io import write_json  # noqa: E402
 from gn_det.utils.machine import load_average, machine_info  # noqa: E402
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -289,8 +290,7 @@ def main(argv=None) -> int:
               else "ratios (lower is better)")
     print(f"{args.name} {header}:", *target_lines(args.name, result), sep="\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({args.name: result}, f, indent=1)
+        write_json(args.json, {args.name: result}, indent=1)
     return 0
 
 

@@ -8,7 +8,6 @@ interrupted one restarts from iteration 0, or continues from its last checkpoint
 """
 import concurrent.futures
 import glob
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import yaml
 
-from ..utils.file_io import JSONFileError, atomic_write, read_json
+from ..utils.file_io import JSONFileError, atomic_write, read_json, write_json
 from ..utils.machine import peak_rss_mb
 from ..utils.processes import child_env
 from .grid import Cell, Grid
@@ -207,15 +206,13 @@ def run_cell(cell: Cell, cfg, folder: str, resume: bool = False,
         reason = _exit_reason(proc["rc"], log_path) if proc["rc"] else \
             f"exit code 0 but no {TRAIN_RESULT}"
         record.update(status="failed", error=reason)
-        atomic_write(os.path.join(folder, FAILED),
-                     lambda f: f.write(json.dumps(record, indent=1).encode()))
+        write_json(os.path.join(folder, FAILED), record, indent=1)
         return record
     peak = max(x for x in (record["peak_rss_mb"], train.pop("peak_rss_mb", None)) if x is not None)
     record.update(train, peak_rss_mb=peak)
     if train["status"] == "done":
         record.update(summarize_metrics(read_result(train["metrics_file"]) or {}))
-    atomic_write(os.path.join(folder, RESULT),
-                 lambda f: f.write(json.dumps(record, indent=1).encode()))
+    write_json(os.path.join(folder, RESULT), record, indent=1)
     return record
 
 

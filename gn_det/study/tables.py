@@ -2,12 +2,14 @@
 settings and the machine) and results.md (an AP-by-batch table and a per-cell table, ready to
 paste into docs)."""
 import csv
-import json
+import io
 from typing import Dict, Optional, Sequence
 
 from tabulate import tabulate
 
 from ..evaluation.metrics import threshold_key
+from ..utils.file_io import atomic_write
+from ..utils.file_io import write_json as write_strict_json
 
 # results.csv columns, in order; metrics are in percent, like detectron2's COCOEvaluator.
 FIELDS = ["preset", "batch", "status", "AP", "AP50", "AP75", "recall", "precision", "f1",
@@ -43,21 +45,19 @@ def _csv_value(v):
 
 
 def write_csv(rows: Sequence[Dict], path: str) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row.get(k)) for k in FIELDS})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in FIELDS})
+    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))
     return path
 
 
 def write_json(rows: Sequence[Dict], info: Dict, path: str) -> str:
     """results.json: {"grid": settings, "machine": ..., "cells": rows} (strict JSON)."""
     data = dict(info, cells=[{k: row.get(k) for k in FIELDS} for row in rows])
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
-    return path
+    return write_strict_json(path, data, indent=1)
 
 
 def _num(v, fmt="{:.1f}") -> str:
@@ -106,6 +106,5 @@ def format_markdown(rows: Sequence[Dict], presets: Sequence[Dict], batches: Sequ
 
 
 def write_markdown(text: str, path: str) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
     return path

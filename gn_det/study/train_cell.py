@@ -9,7 +9,6 @@ the process exits 0. Any other error exits non-zero and the runner records the c
 """
 import argparse
 import hashlib
-import json
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ from ..utils.errors import one_line
 from ..config import load_cfg
 from ..data import register_datasets_from_cfg
 from ..engine import Trainer, default_setup
-from ..utils.file_io import atomic_write
+from ..utils.file_io import write_json
 from ..utils.machine import peak_rss_mb
 
 CELL_CONFIG = "cell.yaml"
@@ -94,8 +93,7 @@ def train_cell(cell_dir: str, resume: bool = False) -> dict:
     if status == "done" and not os.path.isfile(metrics_file):
         raise FileNotFoundError(f"training finished but the evaluator wrote no {metrics_file}; "
                                 f"DATASETS.TEST[0] must be a COCO-format dataset")
-    atomic_write(os.path.join(cell_dir, TRAIN_RESULT),
-                 lambda f: f.write(json.dumps(result, indent=1).encode()))
+    write_json(os.path.join(cell_dir, TRAIN_RESULT), result, indent=1)
     return result
 
 

@@ -10,6 +10,7 @@ import time
 from typing import List, Optional
 
 from ..cli import run_cli
+from ..utils.text import plural
 from .images import check_image_files
 from .validate import validate_coco_file
 
@@ -32,8 +33,9 @@ def main(argv: Optional[List[str]] = None):
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         warnings += [report.warning] if report.warning else []
     data = cleaned.data
-    print(f"{args.json_file}: OK: {len(data['images'])} images, {len(data['annotations'])} "
-          f"annotations kept, {len(data['categories'])} categories"
+    print(f"{args.json_file}: OK: {plural(len(data['images']), 'image')}, "
+          f"{plural(len(data['annotations']), 'annotation')} kept, "
+          f"{plural(len(data['categories']), 'category')}"
           + (", every image decoded" if args.image_root
              else " (image files not checked: no IMAGE_ROOT given)"))
     if args.image_root:

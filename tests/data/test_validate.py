@@ -187,7 +187,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, monkeypatch):
     (tmp_path / "y.json").write_text(json.dumps(with_ann(bbox=[0, 0, 0, 1])))
     data_main([str(tmp_path / "y.json")])
     out = capsys.readouterr().out
-    assert "2 images, 1 annotations kept, 2 categories (image files not checked" in out
+    assert "2 images, 1 annotation kept, 2 categories (image files not checked" in out
     assert "warning: " in out and "zero or negative bbox width/height (annotations[0].bbox)" in out
 
 

@@ -15,13 +15,14 @@ import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron
 from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
 from gn_det.engine import default_setup, launch_cli, write_final_metrics  # noqa: E402
 from gn_det.engine.lazy_train import do_eval, do_train  # noqa: E402
-from gn_det.lazy_config import load_lazy_cfg, register_lazy_datasets  # noqa: E402
+from gn_det.config import load_lazy_cfg  # noqa: E402
+from gn_det.data import register_datasets_from_lazy_cfg  # noqa: E402
 
 
 def main(args):
     quiet_logged_tracebacks()  # in each process: a user error is one line in the log too
     cfg = load_lazy_cfg(args.config_file, args.opts)
-    register_lazy_datasets(cfg)
+    register_datasets_from_lazy_cfg(cfg)
     default_setup(cfg, args)
     start = time.perf_counter()
     if args.eval_only:

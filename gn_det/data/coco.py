@@ -178,6 +178,26 @@ def register_datasets_from_cfg(cfg) -> List[str]:
                              {f"DATASETS.{k}": list(cfg.DATASETS[k]) for k in ("TRAIN", "TEST")})
 
 
+def used_dataset_names(cfg) -> Dict[str, List[str]]:
+    """The dataset names a LazyConfig's train and test loaders read, by config key."""
+    used = {}
+    for split in ("train", "test"):
+        names = cfg.dataloader.get(split, {}).get("dataset", {}).get("names", None)
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            used[f"dataloader.{split}.dataset.names"] = names
+    return used
+
+
+def register_datasets_from_lazy_cfg(cfg) -> List[str]:
+    """register_datasets_from_cfg for a LazyConfig: `cfg.datasets.coco_format` (validated, as
+    DATASETS.COCO_FORMAT is), then a check that the loaders' dataset names are registered."""
+    d = cfg.datasets
+    cache_dir = d.cache_dir or os.path.join(cfg.train.output_dir, "dataset_cache")
+    return register_datasets(d.coco_format, cache_dir, bool(d.check_images),
+                             used_dataset_names(cfg), key="datasets.coco_format")
+
+
 def check_num_classes(cfg) -> None:
     """A one-line error when a training dataset's class count differs from the model's (a head
     with fewer outputs than the dataset's classes fails mid-training; more trains dead outputs).

@@ -1,4 +1,4 @@
-"""Training and evaluation from a LazyConfig (gn_det.lazy_config), as detectron2's
+"""Training and evaluation from a LazyConfig (gn_det.config.lazy), as detectron2's
 tools/lazyconfig_train_net.py does, with gn_det's pieces: gradient accumulation
 (`train.accumulate_steps`, with `train.amp.enabled` too), atomic and checked checkpoints, the
 precision/recall evaluator, datasets from the config, CPU when CUDA is absent, and no evaluation

@@ -8,7 +8,7 @@ from typing import Dict, List, Sequence
 
 import torch.distributed as dist
 
-from ..config import component_spec, load_cfg
+from ..config import build_config_model, component_specs, load_config
 from . import config_dir
 
 HEADER = "| config | meta-architecture | norms (+WS) per component | parameters | trainable |"
@@ -21,13 +21,6 @@ def preset_configs(root: Path = None) -> List[Path]:
     yaml = [p for p in root.rglob("*.yaml") if not p.name.startswith("Base-")]
     lazy = [p for p in (root / "lazy").rglob("*.py") if "common" not in p.relative_to(root).parts]
     return sorted(yaml + lazy)
-
-
-def components(cfg) -> List[str]:
-    """The gn_det components a YAML config's model is built from."""
-    if "RetinaNet" in cfg.MODEL.META_ARCHITECTURE:
-        return ["BACKBONE", "FPN", "RETINANET_HEAD"]
-    return ["BACKBONE", "FPN", "BOX_HEAD"] + (["MASK_HEAD"] if cfg.MODEL.MASK_ON else [])
 
 
 @contextlib.contextmanager
@@ -49,35 +42,15 @@ def _counts(model) -> Dict[str, int]:
             "trainable": sum(p.numel() for p in params if p.requires_grad)}
 
 
-def describe_yaml(path, opts: Sequence = ()) -> dict:
-    from detectron2.modeling import build_model
-
-    cfg = load_cfg(str(path), ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", *opts],
-                   resolve_device=False)
-    specs = {c: component_spec(cfg, c) for c in components(cfg)}
-    with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
-        model = build_model(cfg)
-    return {"config": str(path), "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-            "norms": " ".join(f"{c}={s.describe()}" for c, s in specs.items()), **_counts(model)}
-
-
-def describe_lazy(path, overrides: Sequence[str] = ()) -> dict:
-    from detectron2.config import instantiate
-
-    from ..lazy_config import lazy_component_specs, load_lazy_cfg
-
-    cfg = load_lazy_cfg(str(path), ["train.init_checkpoint=''", *overrides])
-    specs = lazy_component_specs(cfg)
-    with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
-        model = instantiate(cfg.model)
-    return {"config": str(path), "meta_architecture": type(model).__name__,
-            "norms": " ".join(f"{c}={s.describe()}" for c, s in specs.items()), **_counts(model)}
-
-
 def describe(path, opts: Sequence = ()) -> dict:
     """Build the model of one config file (YAML, or a LazyConfig .py) on CPU; its
     architecture, norms and parameter counts. `opts`: YAML opts or LazyConfig overrides."""
-    return (describe_lazy if str(path).endswith(".py") else describe_yaml)(path, opts)
+    cfg = load_config(str(path), opts, device="cpu", weights="", resolve_device=False)
+    specs = component_specs(cfg)
+    with process_group_if("SyncBN" in {s.norm.type for s in specs.values()}):
+        model = build_config_model(cfg)
+    return {"config": str(path), "meta_architecture": type(model).__name__,
+            "norms": " ".join(f"{c}={s.describe()}" for c, s in specs.items()), **_counts(model)}
 
 
 def table_row(row: dict, root: Path = None) -> str:

@@ -35,7 +35,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import ResNet
 
-from ..config import component_spec
+from ..config.specs import component_spec
 from ..layers import ConvNormSpec, NormSpec, WSSpec, build_conv, build_norm
 from .fpn import _fpn_args, make_fpn, make_retinanet_fpn
 from .memory_format import apply_channels_last

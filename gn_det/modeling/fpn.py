@@ -16,7 +16,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 
-from ..config import component_spec
+from ..config.specs import component_spec
 from ..layers import ConvNormSpec, WSSpec, convert_to_ws, norm_arg
 from .memory_format import apply_channels_last
 from .resnet import make_resnet

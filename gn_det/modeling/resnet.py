@@ -13,7 +13,7 @@ from detectron2.modeling.backbone import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import (BasicBlock, BasicStem, BottleneckBlock,
                                                  DeformBottleneckBlock, ResNet)
 
-from ..config import component_spec
+from ..config.specs import component_spec
 from ..layers import ConvNormSpec, convert_to_ws, norm_arg
 from .memory_format import apply_channels_last
 

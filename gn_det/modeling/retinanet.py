@@ -26,7 +26,7 @@ from detectron2.layers import CycleBatchNormList, ShapeSpec
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.meta_arch import META_ARCH_REGISTRY, RetinaNet
 
-from ..config import component_spec
+from ..config.specs import component_spec
 from ..layers import ConvNormSpec, NormSpec, build_conv, build_norm
 
 __all__ = ["GNRetinaNetHead", "GNRetinaNet"]

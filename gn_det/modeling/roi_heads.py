@@ -10,7 +10,7 @@ from detectron2.config import configurable
 from detectron2.modeling.roi_heads import (ROI_BOX_HEAD_REGISTRY, ROI_MASK_HEAD_REGISTRY,
                                            FastRCNNConvFCHead, MaskRCNNConvUpsampleHead)
 
-from ..config import component_spec
+from ..config.specs import component_spec
 from ..layers import ConvNormSpec, convert_to_ws, norm_arg
 
 __all__ = ["GNFastRCNNConvFCHead", "GNMaskRCNNConvUpsampleHead"]

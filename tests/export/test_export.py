@@ -129,7 +129,7 @@ def test_tool_exports_a_lazyconfig_model(tmp_path):
     """A LazyConfig preset (the toy GN+WS R-18) with train.init_checkpoint: the same export and
     check, the test size read from the test mapper's ResizeShortestEdge."""
     from detectron2.config import instantiate
-    from gn_det.lazy_config import load_lazy_cfg
+    from gn_det.config import load_lazy_cfg
 
     config = str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 # accumulation (train.accumulate_steps micro-steps per optimizer step: effective batch =
 # dataloader.train.total_batch_size x accumulate_steps) and MODEL.SKIP_MISMATCHED_WEIGHTS'
 # twin, for tools/lazy_train_net.py.
-from gn_det.lazy_config import TRAIN_DEFAULTS
+from gn_det.config.lazy import TRAIN_DEFAULTS
 
 from detectron2.model_zoo import get_config
 

@@ -1,5 +1,5 @@
 # `make demo`'s model as a LazyConfig: the twin of configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml
-# (the same network: tests/test_lazy_config.py compares their network_signature). A GN+WS
+# (the same network: tests/config/test_lazy.py compares their network_signature). A GN+WS
 # RetinaNet R-18-FPN (FPN/head 128 channels, 2 head convs) trained from scratch on the toy shapes
 # (python datasets/make_shapes.py --out datasets/shapes), 160 px, 400 iterations x 8 images,
 # AdamW. Train:

@@ -1,4 +1,4 @@
-"""gn_det.lazy_config and configs/lazy/: every LazyConfig preset builds, trains a step and infers
+"""gn_det.config.lazy and configs/lazy/: every LazyConfig preset builds, trains a step and infers
 on CPU; the toy preset is its YAML twin's network; one override switches one component's norm;
 bad overrides and bad norms are one line naming the key; datasets come from the config."""
 import copy
@@ -16,7 +16,8 @@ from gn_det.benchmark.e2e import network_signature
 from gn_det.config import load_cfg
 from gn_det.data import DatasetError
 from gn_det.layers import WSConv2d
-from gn_det.lazy_config import call_argument, load_lazy_cfg, register_lazy_datasets
+from gn_det.config.lazy import call_argument, load_lazy_cfg
+from gn_det.data import register_datasets_from_lazy_cfg
 
 from cli_harness import tiny_dataset_opts
 from helpers import REPO
@@ -152,17 +153,17 @@ def test_datasets_come_from_the_config(tiny_shapes, tmp_path):
                               "dataloader.train.dataset.names=[lazytiny_train]",
                               "dataloader.test.dataset.names=lazytiny_val",
                               f"train.output_dir={tmp_path}"])
-    assert register_lazy_datasets(cfg) == ["lazytiny_train", "lazytiny_val"]
+    assert register_datasets_from_lazy_cfg(cfg) == ["lazytiny_train", "lazytiny_val"]
     loader = instantiate(copy.deepcopy(cfg.dataloader.test))
     assert len(loader.dataset) == 4
     assert cfg.dataloader.evaluator.output_dir == f"{tmp_path}/inference/lazytiny_val"
     cfg.dataloader.test.dataset.names = "not_there"
     with pytest.raises(DatasetError, match=r"dataloader.test.dataset.names\[0\]: dataset "
                                            r"'not_there' is not registered"):
-        register_lazy_datasets(cfg)
+        register_datasets_from_lazy_cfg(cfg)
     cfg.datasets.coco_format = [["x", str(Path(tmp_path) / "none.json"), str(tmp_path)]]
     with pytest.raises(DatasetError, match=r"none.json: annotation file not found"):
-        register_lazy_datasets(cfg)
+        register_datasets_from_lazy_cfg(cfg)
 
 
 def test_call_argument_is_the_config_value_or_the_targets_default():

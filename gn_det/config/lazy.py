@@ -1,6 +1,6 @@
 """LazyConfig (Python) configs for gn_det: load one with its `key=value` overrides checked, the
-device resolved, gn_det components' norms validated and its COCO-format datasets registered;
-each problem is one line naming the file or the key.
+device resolved and gn_det components' norms validated (its COCO-format datasets are registered by
+gn_det.data.register_datasets_from_lazy_cfg); each problem is one line naming the file or key.
 
 A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `model`, `dataloader`,
 `optimizer`, `lr_multiplier`, `train`) plus `datasets`, gn_det's DATASETS keys:
@@ -14,15 +14,14 @@ A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `mode
 import inspect
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 
 from detectron2.config import LazyConfig
 
-from .data import register_datasets
-from .layers import ConvNormSpec
-from .utils.errors import one_line
+from ..layers import ConvNormSpec
+from ..utils.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -188,23 +187,3 @@ def lazy_component_specs(cfg) -> Dict[str, ConvNormSpec]:
         if node is not None and "norm" in node and not callable(node.norm):
             specs[component] = ConvNormSpec.of(node.norm, node.get("ws", False))
     return specs
-
-
-def used_dataset_names(cfg) -> Dict[str, List[str]]:
-    """The dataset names the train and test loaders read, by config key."""
-    used = {}
-    for split in ("train", "test"):
-        names = cfg.dataloader.get(split, {}).get("dataset", {}).get("names", None)
-        if names is not None:
-            names = [names] if isinstance(names, str) else list(names)
-            used[f"dataloader.{split}.dataset.names"] = names
-    return used
-
-
-def register_lazy_datasets(cfg) -> List[str]:
-    """Register `cfg.datasets.coco_format` (validated, as DATASETS.COCO_FORMAT is) and check that
-    the loaders' dataset names are registered."""
-    d = cfg.datasets
-    cache_dir = d.cache_dir or os.path.join(cfg.train.output_dir, "dataset_cache")
-    return register_datasets(d.coco_format, cache_dir, bool(d.check_images),
-                             used_dataset_names(cfg), key="datasets.coco_format")

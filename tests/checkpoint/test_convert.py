@@ -1,5 +1,5 @@
-"""tools/convert_weights.py: the CLI over gn_det.checkpoint.convert (report, one-line errors)."""
-import importlib.util
+"""The convert_weights command (gn_det.commands.convert_weights, tools/convert_weights.py) over
+gn_det.checkpoint.convert: its report and one-line errors; converting loads only what it needs."""
 import subprocess
 import sys
 
@@ -8,22 +8,16 @@ import torch
 import torchvision
 
 from gn_det.cli import run_cli
+from gn_det.commands import convert_weights
 
 from helpers import REPO
 
 TOOL = REPO / "tools" / "convert_weights.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_converts_and_reports(tmp_path, capsys):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
-    assert load_tool().main([str(tmp_path / "r18.pth"), str(tmp_path / "R-18.pth")]) == 0
+    assert convert_weights.main([str(tmp_path / "r18.pth"), str(tmp_path / "R-18.pth")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "ResNet-18, BN: 100 tensors converted"
     assert out[1] == "missing (backbone keys not in the input): 0"
@@ -37,11 +31,10 @@ def test_converts_and_reports(tmp_path, capsys):
 
 def test_corrupt_input_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    tool = load_tool()
     monkeypatch.setattr(sys, "argv", ["convert_weights.py", str(tmp_path / "bad.pth"),
                                       str(tmp_path / "out.pth")])
     with pytest.raises(SystemExit) as info:
-        run_cli(tool.main, "convert_weights")
+        run_cli(convert_weights.main, "convert_weights")
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(
@@ -67,7 +60,7 @@ def test_converts_a_timm_bit_file_with_the_same_report(tmp_path, capsys):
 
     save_file(timm.create_model("resnetv2_50x1_bit", pretrained=False).state_dict(),
               str(tmp_path / "model.safetensors"))  # as on timm's hub page
-    assert load_tool().main([str(tmp_path / "model.safetensors"),
+    assert convert_weights.main([str(tmp_path / "model.safetensors"),
                              str(tmp_path / "R-BiT-50x1.pth")]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "BiT ResNetV2-50x1 (timm resnetv2_50x1_bit), GN: 151 tensors converted"

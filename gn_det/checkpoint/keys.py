@@ -7,6 +7,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..utils.text import plural
+
 BN_STEP_COUNTER = re.compile(r"(^|\.)num_batches_tracked$")  # BN step counters, not weights
 
 
@@ -26,7 +28,8 @@ def summarize_keys(keys: Sequence[str], max_groups: int = 4) -> str:
     shown = [f"{p}.* ({n})" if n > 1 or p not in keys else p for p, n in top]
     more = len(groups) - len(shown)
     example = next((k for k in keys if k.startswith(top[0][0] + ".")), None)
-    return (f"{len(keys)} keys: {', '.join(shown)}" + (f", +{more} more groups" if more else "")
+    return (f"{plural(len(keys), 'key')}: {', '.join(shown)}"
+            + (f", +{more} more groups" if more else "")
             + (f" (e.g. {example})" if top[0][1] > 1 and example else ""))
 
 

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..utils.text import plural
+
 REQUIRED_LISTS = ("images", "annotations", "categories")
 _FIRST = 5  # how many offenders an error or warning lists
 
@@ -46,13 +48,15 @@ class CleanedDataset:
         if not self.changed:
             return f"{self.source}: no boxes needed cleaning"
         labels = {
-            "non-finite": "dropped {} annotations with a NaN/inf bbox",
-            "non-positive": "dropped {} annotations with a zero or negative bbox width/height",
-            "outside": "dropped {} annotations whose bbox lies entirely outside its image",
-            "clipped": "clipped {} bboxes to their image",
-            "area": "filled {} missing 'area' fields from the bbox",
+            "non-finite": "dropped {} with a NaN/inf bbox",
+            "non-positive": "dropped {} with a zero or negative bbox width/height",
+            "outside": "dropped {} whose bbox lies entirely outside its image",
+            "clipped": "clipped {} to the image",
+            "area": "filled {} from the bbox",
         }
-        parts = [labels[k].format(n) + f" ({', '.join(self.examples[k])})"
+        nouns = {"clipped": "bbox", "area": "missing 'area' field"}
+        parts = [labels[k].format(plural(n, nouns.get(k, "annotation")))
+                 + f" ({', '.join(self.examples[k])})"
                  for k, n in self.counts.items() if n]
         total = len(self.data["annotations"]) + sum(self.counts[k] for k in
                                                     ("non-finite", "non-positive", "outside"))

@@ -13,6 +13,7 @@ import torch
 
 from detectron2.engine import DefaultTrainer, SimpleTrainer
 
+from ..utils.text import plural
 from .cpu_amp import cpu_bf16_guard
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def describe_batch(cfg, world_size: int) -> str:
     if ims % world_size:
         raise ValueError(f"SOLVER.IMS_PER_BATCH={ims} is not divisible by the {world_size} "
                          f"processes; use a multiple of {world_size}")
-    return (f"per-GPU batch: {ims // world_size} images (SOLVER.IMS_PER_BATCH={ims} over "
-            f"{world_size} processes), SOLVER.ACCUMULATE_STEPS={k} -> effective batch {ims * k}, "
+    return (f"per-GPU batch: {plural(ims // world_size, 'image')} (SOLVER.IMS_PER_BATCH={ims} "
+            f"over {plural(world_size, 'process')}), SOLVER.ACCUMULATE_STEPS={k} -> effective "
+            f"batch {ims * k}, "
             f"BASE_LR={cfg.SOLVER.BASE_LR:g}")

@@ -40,6 +40,7 @@ from ..cli import run_cli
 from ..config import component_spec, load_cfg
 from ..utils.file_io import atomic_write, read_json, write_json
 from ..utils.machine import machine_info
+from ..utils.text import plural
 
 PROG = "python -m gn_det.study.pretrain"
 WEIGHTS_FILE = "bit_pretrained.pth"
@@ -319,7 +320,8 @@ def finetune(config_file: str, opts: Sequence[str], weights: str, out: str, thre
         atomic_write(os.path.join(folder, CELL_CONFIG), partial(_write, cfg.dump().encode()))
         eta = f", ETA {sum(times) / len(times) * (len(ARMS) - i):.0f} s" if times else ""
         log(f"finetune {arm} ({i + 1}/{len(ARMS)}): {cfg.SOLVER.MAX_ITER} iterations x "
-            f"{cfg.SOLVER.IMS_PER_BATCH} images, MODEL.WEIGHTS {cfg.MODEL.WEIGHTS or '(none)'}; "
+            f"{plural(cfg.SOLVER.IMS_PER_BATCH, 'image')}, "
+            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS or '(none)'}; "
             f"log {os.path.join(folder, 'process.log')}{eta}")
         command = [sys.executable, "-m", "gn_det.study.train_cell", folder]
         proc = run_process(command, os.path.join(folder, "process.log"), threads)

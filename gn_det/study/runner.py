@@ -22,6 +22,7 @@ import yaml
 from ..utils.file_io import JSONFileError, atomic_write, read_json, write_json
 from ..utils.machine import peak_rss_mb
 from ..utils.processes import child_env
+from ..utils.text import plural
 from .grid import Cell, Grid
 from .tables import summarize_metrics
 from .train_cell import CELL_CONFIG, TRAIN_RESULT
@@ -264,8 +265,8 @@ def run_grid(grid: Grid, out: str, resume: bool = False, keep_checkpoints: bool 
         cell, cfg, folder = cells[i], configs[i], cells[i].folder(out)
         s = cfg.SOLVER
         with lock:
-            log(f"{tags[i]}: started, {s.MAX_ITER} iterations x {cell.batch} images, BASE_LR "
-                f"{s.BASE_LR:g}, warm-up {s.WARMUP_ITERS} it, steps {list(s.STEPS)}; log "
+            log(f"{tags[i]}: started, {s.MAX_ITER} iterations x {plural(cell.batch, 'image')}, "
+                f"BASE_LR {s.BASE_LR:g}, warm-up {s.WARMUP_ITERS} it, steps {list(s.STEPS)}; log "
                 f"{folder}/log.txt")
         record = run_cell(cell, cfg, folder, resume, command, threads, running)
         with lock:  # before this worker takes the next cell, so lines come in a natural order

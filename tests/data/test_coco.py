@@ -141,10 +141,10 @@ def test_degenerate_boxes_dropped_for_training_and_evaluation(cfg, shapes, names
         register_datasets_from_cfg(cfg)
     warnings = [r.getMessage() for r in caplog.records if r.name == "gn_det.data.coco"]
     assert len(warnings) == 1  # ONE warning with the counts
-    assert (f"of {total} annotations, dropped 1 annotations with a NaN/inf bbox" in warnings[0]
-            and "dropped 1 annotations with a zero or negative" in warnings[0]
-            and "dropped 1 annotations whose bbox lies entirely outside" in warnings[0]
-            and "clipped 1 bboxes" in warnings[0])
+    assert (f"of {total} annotations, dropped 1 annotation with a NaN/inf bbox" in warnings[0]
+            and "dropped 1 annotation with a zero or negative" in warnings[0]
+            and "dropped 1 annotation whose bbox lies entirely outside" in warnings[0]
+            and "clipped 1 bbox to the image" in warnings[0])
 
     meta = MetadataCatalog.get(name)
     assert meta.source_json_file == json_file

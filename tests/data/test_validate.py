@@ -165,7 +165,7 @@ def test_degenerate_boxes_dropped_and_outside_boxes_clipped():
     summary = result.summary()
     assert "\n" not in summary and summary.startswith("x.json: of 8 annotations, ")
     assert "dropped 3 annotations with a NaN/inf bbox (annotations[1].bbox, " in summary
-    assert "clipped 1 bboxes to their image (annotations[7].bbox)" in summary
+    assert "clipped 1 bbox to the image (annotations[7].bbox)" in summary
 
 
 def test_nan_literals_in_a_file(tmp_path):

@@ -71,7 +71,7 @@ def dataset_cases() -> List[Case]:
                      words="annotations[0].category_id: 99 is not an id in 'categories'"),
         dataset_case("bbox with NaN", lambda d: json.dumps(d).replace(
             json.dumps(d["annotations"][0]["bbox"]), "[NaN, 1, 5, 5]", 1),
-            "warning", "dropped 1 annotations with a NaN/inf bbox"),
+            "warning", "dropped 1 annotation with a NaN/inf bbox"),
         dataset_case("bbox with inf", ann(bbox=[1, 1, 1e999, 5]), "warning",
                      "NaN/inf bbox (annotations[0].bbox)"),
         dataset_case("bbox of negative size", ann(bbox=[5, 5, -3, 4]), "warning",
@@ -79,9 +79,9 @@ def dataset_cases() -> List[Case]:
         dataset_case("bbox of zero size", ann(bbox=[5, 5, 0, 4]), "warning",
                      "zero or negative bbox width/height (annotations[0].bbox)"),
         dataset_case("bbox partly outside the image", ann(bbox=[50, 50, 40, 40]), "warning",
-                     "clipped 1 bboxes to their image"),
+                     "clipped 1 bbox to the image"),
         dataset_case("bbox entirely outside the image", ann(bbox=[500, 500, 10, 10]), "warning",
-                     "dropped 1 annotations whose bbox lies entirely outside its image"),
+                     "dropped 1 annotation whose bbox lies entirely outside its image"),
     ]
 
 

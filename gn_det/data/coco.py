@@ -22,15 +22,15 @@ evaluator's copy is an unmatched ground truth that lowers recall; a missing `are
 COCOeval). A dataset that needs no cleaning is registered from its own file, with no copy.
 """
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from typing import Dict, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
+from ..utils.file_io import write_json
+from ..utils.text import plural
 from .images import check_image_files
 from .validate import DatasetError, validate_coco_file
 
@@ -116,10 +116,7 @@ def _write_cleaned(data: dict, raw: bytes, name: str, cache_dir: str) -> str:
         return path
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{safe}-", suffix=".json.tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)  # atomic: ranks writing the same copy at once are harmless
+        write_json(path, data)  # atomic: ranks writing the same copy at once are harmless
     except OSError as e:
         raise DatasetError(f"DATASETS.CACHE_DIR: cannot write the cleaned copy of dataset "
                            f"{name!r} to {cache_dir!r} ({e.strerror or e}); expected a "
@@ -209,7 +206,7 @@ def check_num_classes(cfg) -> None:
     for name in cfg.DATASETS.TRAIN:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
         if classes is not None and len(classes) != expected:
-            raise DatasetError(f"dataset {name!r} has {len(classes)} classes but {key} is "
+            raise DatasetError(f"dataset {name!r} has {plural(len(classes), 'class')} but {key} is "
                                f"{expected}; add `{key} {len(classes)}` to the command")
 
 

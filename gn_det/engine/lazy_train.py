@@ -15,6 +15,7 @@ from detectron2.utils import comm
 
 from .accumulation import AccumulatingTrainer
 from ..checkpoint import AtomicCheckpointer
+from ..utils.text import plural
 from .trainer import after_train_unless_failed
 
 logger = logging.getLogger(__name__)
@@ -55,13 +56,13 @@ def describe_batch(cfg) -> str:
     total = cfg.dataloader.train.get("total_batch_size", None)
     world, k = comm.get_world_size(), int(cfg.train.accumulate_steps)
     if total is None:
-        return f"train.accumulate_steps={k} over {world} processes"
+        return f"train.accumulate_steps={k} over {plural(world, 'process')}"
     if total % world:
         raise ValueError(f"dataloader.train.total_batch_size={total} is not divisible by the "
                          f"{world} processes; use a multiple of {world}")
-    return (f"per-GPU batch: {total // world} images (dataloader.train.total_batch_size={total} "
-            f"over {world} processes), train.accumulate_steps={k} -> effective batch "
-            f"{total * k}")
+    return (f"per-GPU batch: {plural(total // world, 'image')} "
+            f"(dataloader.train.total_batch_size={total} over {plural(world, 'process')}), "
+            f"train.accumulate_steps={k} -> effective batch {total * k}")
 
 
 def do_train(cfg, resume: bool = False) -> dict:

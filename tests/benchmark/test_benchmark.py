@@ -1,27 +1,21 @@
-"""tools/benchmark.py and gn_det.benchmark: the registry, each benchmark on a tiny problem, and
-the timing/ratio plumbing (no timing checks)."""
-import importlib.util
+"""The benchmark command (gn_det.commands.benchmark) and gn_det.benchmark: the registry, each
+benchmark on a tiny problem, and the timing/ratio plumbing (no timing checks)."""
 import json
 
 import pytest
+
+from gn_det.benchmark import catalog, e2e, layers, report, timing
+from gn_det.benchmark import export as export_bench
+from gn_det.commands import benchmark as command
 
 from helpers import REPO
 
 ROOT = REPO
 
 
-@pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("gn_det_benchmark",
-                                                  ROOT / "tools" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_eval_runs_and_reports(benchmark, tmp_path, capsys):
+def test_eval_runs_and_reports(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert benchmark.main(["eval", "--images", "12", "--dets", "20", "--classes", "4",
+    assert command.main(["eval", "--images", "12", "--dets", "20", "--classes", "4",
                            "--repeats", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["eval"]
     assert result["images"] == 12 and result["detections"] == 12 * 20 and result["repeats"] == 2
@@ -32,19 +26,19 @@ def test_eval_runs_and_reports(benchmark, tmp_path, capsys):
     assert "eval (COCOeval + P/R + confusion matrix) / COCOeval" in printed
 
 
-def test_registry_and_arguments(benchmark):
-    assert {"gn", "ws", "e2e", "eval", "export"} <= set(benchmark.BENCHMARKS)
-    assert all(b.help for b in benchmark.BENCHMARKS.values())
-    assert benchmark.parse_args(["eval", "--quick"]).quick
+def test_registry_and_arguments():
+    assert {"gn", "ws", "e2e", "eval", "export"} <= set(catalog.BENCHMARKS)
+    assert all(b.help for b in catalog.BENCHMARKS.values())
+    assert command.parse_args(["eval", "--quick"]).quick
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["nope"])
+        command.parse_args(["nope"])
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["eval", "--repeats", "0"])
+        command.parse_args(["eval", "--repeats", "0"])
 
 
-def test_gn_quick_reports_ratios(benchmark, tmp_path, capsys):
+def test_gn_quick_reports_ratios(tmp_path, capsys):
     out = tmp_path / "gn.json"
-    assert benchmark.main(["gn", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    assert command.main(["gn", "--quick", "--repeats", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["gn"]
     printed = capsys.readouterr().out
     assert "ours_vs_naive" in printed and "load average" in printed
@@ -59,22 +53,22 @@ def test_gn_quick_reports_ratios(benchmark, tmp_path, capsys):
     assert result["machine"]["torch_threads"] >= 1 and result["machine"]["cpu"]
 
 
-def test_ws_quick_reports_ratios(benchmark, tmp_path):
+def test_ws_quick_reports_ratios(tmp_path):
     out = tmp_path / "ws.json"
-    assert benchmark.main(["ws", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    assert command.main(["ws", "--quick", "--repeats", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["ws"]
     summed = result["rows"]["all_shapes_summed"]
     for key in ("train_ws_timm_vs_plain", "train_ws_mmcv_vs_plain", "eval_ws_vs_plain",
                 "eval_folded_vs_plain", "standardize_timm_ours_vs_batch_norm"):
         assert summed[key] > 0
-    assert len(result["rows"]) == len(benchmark.layers.CONV_SHAPES) + 1
+    assert len(result["rows"]) == len(layers.CONV_SHAPES) + 1
     assert result["targets"]["train_ws_timm_vs_plain"]["target"] == 1.05
 
 
-def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
+def test_e2e_tiny_run_in_worker_processes(tmp_path, capsys):
     """Two variants at 64x96, one repeat: each in its own worker, with memory and ratios."""
     out = tmp_path / "e2e.json"
-    assert benchmark.main(["e2e", "--size", "64x96", "--variants", "gn_all,gnws_all",
+    assert command.main(["e2e", "--size", "64x96", "--variants", "gn_all,gnws_all",
                            "--repeats", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["e2e"]
     rows = result["rows"]
@@ -99,29 +93,29 @@ def test_e2e_tiny_run_in_worker_processes(benchmark, tmp_path, capsys):
     assert "[1/1]" in printed and "noise floor, same network: infer gnws_all folded" in printed
 
 
-def test_e2e_arguments_and_variants(benchmark):
-    assert benchmark.parse_args(["e2e", "--size", "64x96"]).size == "64x96"
+def test_e2e_arguments_and_variants():
+    assert command.parse_args(["e2e", "--size", "64x96"]).size == "64x96"
     for bad in (["--size", "64"], ["--variants", "gn_all,nope"], ["--batch", "0"]):
         with pytest.raises(SystemExit):
-            benchmark.parse_args(["e2e", *bad])
+            command.parse_args(["e2e", *bad])
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["export", "--models", "toy,nope"])
+        command.parse_args(["export", "--models", "toy,nope"])
     with pytest.raises(ValueError, match="valid are frozen_bn, stock_gn_all"):
-        benchmark.e2e.e2e_benchmark(benchmark.CONFIG_DIR, variants=["bn_all"])
+        e2e.e2e_benchmark(catalog.CONFIG_DIR, variants=["bn_all"])
     with pytest.raises(FileNotFoundError, match="config .* not found"):
-        benchmark.e2e.e2e_benchmark(str(ROOT), variants=["gn_all"])
+        e2e.e2e_benchmark(str(ROOT), variants=["gn_all"])
 
 
-def test_export_quick_times_every_variant_with_intervals(benchmark, tmp_path, capsys):
+def test_export_quick_times_every_variant_with_intervals(tmp_path, capsys):
     """The toy model at 64 px, 3 repeats: all five variants timed side by side (the exported ones
     checked against eager first), every ratio with its interval and verdict."""
     pytest.importorskip("onnxruntime")
     out = tmp_path / "export.json"
-    assert benchmark.main(["export", "--quick", "--models", "toy", "--repeats", "3",
+    assert command.main(["export", "--quick", "--models", "toy", "--repeats", "3",
                            "--clock", "cpu", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["export"]["models"]["toy"]
     assert row["size"] == "64x64" and row["clock"] == "cpu" and row["repeats"] == 3
-    assert set(row["s_per_img"]) == set(benchmark.export_bench.VARIANTS)
+    assert set(row["s_per_img"]) == set(export_bench.VARIANTS)
     assert all(v > 0 for v in row["s_per_img"].values())
     for label, r in row["ratios"].items():
         assert r["low"] <= r["ratio"] <= r["high"] and r["pairs"] == 3, label
@@ -130,12 +124,12 @@ def test_export_quick_times_every_variant_with_intervals(benchmark, tmp_path, ca
     assert "eager GN+WS folded / eager GN-all: " in printed and "(target <= 1.00x): " in printed
 
 
-def test_export_accuracy_reports_differences_per_norm(benchmark, tmp_path, capsys):
+def test_export_accuracy_reports_differences_per_norm(tmp_path, capsys):
     """BN at 64 px: TorchScript and ONNX Runtime against eager, eager against float64, every
     detection matched; IN is skipped below 129 px (its P7 map would be 1x1)."""
     pytest.importorskip("onnxruntime")
     out = tmp_path / "acc.json"
-    assert benchmark.main(["export_accuracy", "--quick", "--norms", "BN,IN", "--json",
+    assert command.main(["export_accuracy", "--quick", "--norms", "BN,IN", "--json",
                            str(out)]) == 0
     rows = json.loads(out.read_text())["export_accuracy"]["rows"]
     assert "skipped" in rows["IN"] and set(rows["BN"]) == {"64x64", "96x64"}
@@ -149,12 +143,12 @@ def test_export_accuracy_reports_differences_per_norm(benchmark, tmp_path, capsy
     assert "  BN onnx vs eager: max |dbox| " in capsys.readouterr().out
 
 
-def test_paired_ratio_interval(benchmark):
+def test_paired_ratio_interval():
     """Median of the per-pair ratios; the bootstrap interval holds it, narrows with more pairs,
     and identical variants (ratio 1 up to noise) read 1.00 within it."""
     import random
 
-    paired_ratio = benchmark.timing.paired_ratio
+    paired_ratio = timing.paired_ratio
     rng = random.Random(1)
     base = [1 + rng.random() for _ in range(400)]  # a drifting load, shared by both variants
     noisy = lambda: [b * (1 + rng.gauss(0, 0.03)) for b in base]  # noqa: E731
@@ -170,12 +164,12 @@ def test_paired_ratio_interval(benchmark):
         paired_ratio([1.0, 2.0], [1.0])
 
 
-def test_verdicts_use_the_interval(benchmark):
-    assert benchmark.verdict(0.95, [0.93, 0.99], 1.0) == "MET"
-    assert benchmark.verdict(0.99, [0.97, 1.02], 1.0) == "UNRESOLVED"
-    assert benchmark.verdict(1.05, [1.01, 1.09], 1.0) == "MISSED"
-    assert benchmark.verdict(1.05, None, 1.0) == "MISSED"
-    lines = benchmark.target_lines("e2e", {"ratios": {"train gn_all / stock_gn_all": {
+def test_verdicts_use_the_interval():
+    assert report.verdict(0.95, [0.93, 0.99], 1.0) == "MET"
+    assert report.verdict(0.99, [0.97, 1.02], 1.0) == "UNRESOLVED"
+    assert report.verdict(1.05, [1.01, 1.09], 1.0) == "MISSED"
+    assert report.verdict(1.05, None, 1.0) == "MISSED"
+    lines = report.target_lines("e2e", {"ratios": {"train gn_all / stock_gn_all": {
         "ratio": 1.01, "ci": [0.98, 1.04], "target": 1.0, "cpu_ratio": 0.99,
         "cpu_ci": [0.97, 1.01]}}, "noise_floor": {"train gn_all / stock_gn_all": {
             "ci": [0.98, 1.04], "contains_1": True, "cpu_contains_1": True}}})
@@ -185,18 +179,18 @@ def test_verdicts_use_the_interval(benchmark):
                      "[0.980, 1.040] (CPU time: within)"]
 
 
-def test_interleaved_rotates_order_and_counts(benchmark):
+def test_interleaved_rotates_order_and_counts():
     calls = []
-    samples = benchmark.timing.interleaved(
+    samples = timing.interleaved(
         {name: (lambda n=name: calls.append(n)) for name in "abc"}, repeats=3, warmup=1,
         progress=False)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
     assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
     with pytest.raises(ValueError, match="repeats must be >= 1"):
-        benchmark.timing.interleaved({"a": lambda: None}, repeats=0)
+        timing.interleaved({"a": lambda: None}, repeats=0)
 
 
-def test_naive_group_norm_is_group_norm(benchmark):
+def test_naive_group_norm_is_group_norm():
     """The naive baseline must compute what nn.GroupNorm does, or the ratio means nothing."""
     import torch
 
@@ -204,19 +198,19 @@ def test_naive_group_norm_is_group_norm(benchmark):
     ref = torch.nn.GroupNorm(32, 64)
     torch.nn.init.normal_(ref.weight)
     torch.nn.init.normal_(ref.bias)
-    naive = benchmark.layers.NaiveGroupNorm(32, 64)
+    naive = layers.NaiveGroupNorm(32, 64)
     naive.weight.data.copy_(ref.weight.view(1, -1, 1, 1))
     naive.bias.data.copy_(ref.bias.view(1, -1, 1, 1))
     torch.testing.assert_close(naive(x), ref(x), atol=1e-5, rtol=1e-5)
 
 
-def test_ratios_only_where_both_variants_ran(benchmark):
+def test_ratios_only_where_both_variants_ran():
     rows = {"gn_all": {"train_s_per_iter": 2.0, "peak_rss_mb": 100.0, "infer_s_per_img": 1.0,
                        "infer_cpu_s_per_img": 2.0},
             "gnws_all": {"train_s_per_iter": 2.2, "peak_rss_mb": 105.0, "infer_s_per_img": 1.5,
                          "infer_folded_s_per_img": 1.01, "infer_folded_cpu_s_per_img": 2.1,
                          "infer_cpu_s_per_img": 3.0}}
-    ratios = benchmark.e2e._ratios(rows)
+    ratios = e2e._ratios(rows)
     assert ratios["peak RSS gnws_all / gn_all"] == {"ratio": 1.05, "target": 1.10}
     assert ratios["infer gnws_all folded / gn_all"] == {"ratio": 1.01, "target": 1.02,
                                                         "cpu_ratio": 1.05}
@@ -224,28 +218,26 @@ def test_ratios_only_where_both_variants_ran(benchmark):
     assert not any("stock" in k or "frozen" in k for k in ratios)
 
 
-def test_target_lines_say_met_or_missed(benchmark):
+def test_target_lines_say_met_or_missed():
     gn = {"targets": {"ours_vs_naive": {"max": 0.4, "target": 0.5},
                       "ours_vs_bn": {"max": 1.7, "target": 1.5}}}
-    assert benchmark.target_lines("gn", gn) == [
+    assert report.target_lines("gn", gn) == [
         "  gn ours_vs_naive (worst shape): 0.400x (target <= 0.50x): MET",
         "  gn ours_vs_bn (worst shape): 1.700x (target <= 1.50x): MISSED"]
     e2e = {"ratios": {"train gn_all / stock_gn_all": {"ratio": 1.01, "target": 1.0,
                                                       "cpu_ratio": 0.99},
                       "infer gn_all / frozen_bn": {"ratio": 1.2, "target": None}}}
-    assert benchmark.target_lines("e2e", e2e) == [
+    assert report.target_lines("e2e", e2e) == [
         "  train gn_all / stock_gn_all: 1.010x, CPU time 0.990x (target <= 1.00x): MISSED",
         "  infer gn_all / frozen_bn: 1.200x (no target): reported"]
 
 
-def test_network_signature_tells_identical_networks_apart_from_different_ones(benchmark):
+def test_network_signature_tells_identical_networks_apart_from_different_ones():
     """The premise behind reading e2e ratios: detectron2's own GN-all and ours build the same
     network; GN+WS folded is the GN-all network; WS, channels_last and FrozenBN are not."""
     import copy
 
     from gn_det.layers import fold_ws
-
-    e2e = benchmark.e2e
 
     def signature(name, fold=False):
         variant = e2e.VARIANTS[name]

@@ -1,17 +1,20 @@
 """What gn_det's training CLIs share (tools/train_net.py, tools/lazy_train_net.py), as
 detectron2.engine.defaults does for its own: the argument parser, the launch from parsed
-arguments, the logging setup, the final metrics file."""
+arguments, the logging setup, the event writers, the final metrics file."""
+import json
 import numbers
 import os
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 from detectron2.engine import default_argument_parser
 from detectron2.engine import default_setup as d2_default_setup
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-from ..utils.file_io import write_json
+from ..utils.file_io import finite_or_null, write_json
 from .launch import launch
 
 # The unit of AP (and AR, P, R, F1) in gn_det's metrics files: metrics_final.json and the
@@ -34,6 +37,40 @@ def launch_cli(main, argv=None):
     args = argument_parser().parse_args(argv)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+
+
+class StrictJSONWriter(JSONWriter):
+    """detectron2's JSONWriter (OUTPUT_DIR/metrics.json: one JSON object of scalars per line),
+    with a NaN or infinite scalar (e.g. the evaluator's AP of an object size with no ground
+    truth, which detectron2 reports as NaN) written as null: every line is strict JSON."""
+
+    def __init__(self, json_file: str, window_size: int = 20):
+        super().__init__(json_file, window_size)
+        self._file_handle = _StrictJSONLines(self._file_handle)
+
+
+class _StrictJSONLines:
+    """A text file whose write() re-encodes each JSON line with non-finite numbers as null."""
+
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, text: str) -> int:
+        lines = [json.dumps(finite_or_null(json.loads(line))[0], sort_keys=True, allow_nan=False)
+                 if line.strip() else line for line in text.split("\n")]
+        return self._file.write("\n".join(lines))
+
+    def __getattr__(self, name):  # flush, fileno, close: the file's own
+        return getattr(self._file, name)
+
+
+def default_writers(output_dir: str, max_iter: Optional[int] = None) -> list:
+    """detectron2's default_writers (console, metrics.json, TensorBoard), with metrics.json
+    written by StrictJSONWriter."""
+    PathManager.mkdirs(output_dir)
+    return [CommonMetricPrinter(max_iter),
+            StrictJSONWriter(os.path.join(output_dir, "metrics.json")),
+            TensorboardXWriter(output_dir)]
 
 
 def write_final_metrics(output_dir: str, config_file: str, iteration, started: float,

@@ -8,12 +8,13 @@ import time
 import weakref
 
 from detectron2.config import instantiate
-from detectron2.engine import default_writers, hooks
+from detectron2.engine import hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from .accumulation import AccumulatingTrainer
+from .defaults import default_writers
 from ..checkpoint import AtomicCheckpointer
 from ..utils.text import plural
 from .trainer import after_train_unless_failed

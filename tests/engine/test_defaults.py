@@ -1,6 +1,7 @@
 """gn_det.engine.defaults.write_final_metrics: metrics_final.json holds the evaluators' results as
 fractions 0-1 (the unit of pycocotools and of the evaluator's metrics.json, stated in the file's
-"ap_unit"), in strict JSON whose nulls (detectron2's NaN) say what they mean."""
+"ap_unit"), in strict JSON whose nulls (detectron2's NaN) say what they mean; detectron2's event
+metrics.json is written as strict JSON lines."""
 import json
 import logging
 import math
@@ -9,10 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.events import EventStorage
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from gn_det.engine.defaults import AP_UNIT, results_as_fractions, write_final_metrics
+from gn_det.engine.defaults import (AP_UNIT, StrictJSONWriter, default_writers,
+                                    results_as_fractions, write_final_metrics)
 
 from cli_harness import HAND_ANNS, HAND_DETS, coco_scene
 
@@ -66,3 +69,25 @@ def test_metrics_final_is_strict_json_in_fractions(tmp_path):
     assert "no ground truth" in final["null_means"]
     assert final["iteration"] == 8 and final["config_file"] == "cfg.yaml"
     assert results["bbox"]["AP"] == 12.0  # the caller's (detectron2's) results are untouched
+
+
+def test_event_metrics_json_lines_are_strict(tmp_path):
+    """detectron2's EvalHook puts the evaluator's NaN (an AP with no ground truth) into the event
+    storage; OUTPUT_DIR/metrics.json must still be JSON, one object per line, NaN as null."""
+    writers = default_writers(str(tmp_path), max_iter=10)
+    (writer,) = [w for w in writers if isinstance(w, StrictJSONWriter)]
+    with EventStorage(start_iter=0) as storage:
+        storage.put_scalars(total_loss=1.5, smoothing_hint=False)
+        writer.write()
+        storage.step()
+        storage.put_scalars(**{"bbox/AP": 12.0, "bbox/APl": float("nan"),
+                               "loss_x": float("inf")}, smoothing_hint=False)
+        writer.write()
+    for w in writers:
+        w.close()
+    lines = (tmp_path / "metrics.json").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert rows == [{"iteration": 0, "total_loss": 1.5},
+                    {"iteration": 1, "bbox/AP": 12.0, "bbox/APl": None, "loss_x": None}]
+    assert [type(w).__name__ for w in writers] == ["CommonMetricPrinter", "StrictJSONWriter",
+                                                   "TensorboardXWriter"]

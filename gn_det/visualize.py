@@ -6,10 +6,10 @@ Error images use the Visualizer's primitives (draw_box, draw_text) in one fixed 
 docstring advises for a consistent look: detections kept at the operating threshold in green (TP)
 or red (FP, with its kind), GT in orange when missed (FN), dashed green under the TP that matched
 it, crowd regions and the detections they absorb in grey. The browser draws dataset dicts with
-`Visualizer.draw_dataset_dict`, as detectron2's tools/visualize_data.py does. Every box has a dark
-outline (OutlinedVisualizer), so it shows on any background. Labels print scores and IoUs with the
-digits it takes to show which side of the threshold they are on. Images are written as PNGs of the
-image's own size, atomically.
+`Visualizer.draw_dataset_dict`, as detectron2's tools/visualize_data.py does. Every box has a
+contrasting outline (OutlinedVisualizer), so it shows on any background. Labels print scores and
+IoUs with the digits it takes to show which side of the threshold they are on. Images are written
+as PNGs of the image's own size, atomically.
 """
 import io
 import logging
@@ -18,6 +18,7 @@ import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
+from matplotlib import colors as mpl_colors
 from matplotlib import patheffects
 from PIL import Image
 
@@ -38,22 +39,24 @@ COLORS = {"tp": "#2ca02c", "fp": "#d62728", "fn": "#ff9f1c", "ignored": "#9e9e9e
 _FP_SHORT = {"wrong_class": "cls", "duplicate": "dup", "poor_localization": "loc",
              "background": "bg"}
 _PROGRESS_FROM = 10  # images; fewer are drawn without a progress bar
-_OUTLINE = "black"  # under every box line: a coloured line between two dark edges shows on any
-_OUTLINE_PX = 1.5   # background (the colour on dark fur, the edges on white or pale ground)
+_OUTLINE_PX = 1.5  # each side of a box line: a light and a dark band show on any background
 _MIN_BOX_ALPHA = 0.85  # detectron2 draws dataset boxes at alpha 0.5: pale colours fade into fur
 
 
 class OutlinedVisualizer(Visualizer):
-    """detectron2's Visualizer whose boxes have a dark outline on both sides of their coloured
-    line (a matplotlib Stroke path effect) and are at least 85% opaque, so that a box shows on a
-    white, brown or busy background alike; everything else is the Visualizer's."""
+    """detectron2's Visualizer whose boxes have an outline on both sides of their coloured line
+    (a matplotlib Stroke path effect), black for a light colour and white for a dark one, and are
+    at least 85% opaque: a light and a dark band cross every box edge, so it shows on a white,
+    brown or busy background alike. Everything else is the Visualizer's."""
 
     def draw_box(self, box_coord, alpha=0.5, edge_color="g", line_style="-"):
         output = super().draw_box(box_coord, alpha=max(alpha, _MIN_BOX_ALPHA),
                                   edge_color=edge_color, line_style=line_style)
         box = output.ax.patches[-1]
+        r, g, b = mpl_colors.to_rgb(edge_color)
+        outline = "black" if 0.299 * r + 0.587 * g + 0.114 * b >= 0.45 else "white"
         box.set_path_effects([patheffects.Stroke(linewidth=box.get_linewidth() + 2 * _OUTLINE_PX,
-                                                 foreground=_OUTLINE, alpha=1.0),
+                                                 foreground=outline, alpha=1.0),
                               patheffects.Normal()])
         return output
 

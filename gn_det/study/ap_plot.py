@@ -3,6 +3,7 @@
 crosses at AP 0; failed cells are left out."""
 from typing import Dict, Sequence
 
+from ..utils.file_io import atomic_write
 from ..utils.plotting import new_figure, palette
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
@@ -38,5 +39,5 @@ def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequ
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=9)
     ax.set_title(title or "AP vs images per GPU", fontsize=10)
-    fig.savefig(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return path

@@ -9,7 +9,7 @@ done, not from construction, so set-up before the loop (loading, IoU tables) doe
 import logging
 import sys
 import time
-from typing import Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 logger = logging.getLogger("gn_det.progress")
@@ -126,12 +126,22 @@ def track(items: Iterable[T], total: Optional[int] = None, desc: str = "", unit:
 
 
 class Phases:
-    """Named steps of one piece of work: `done(what)` logs '[2/5] what (3.1s, ETA 5s)', the ETA
-    from the mean step time so far; `total` 0 means the count is unknown ('[2] what (3.1s)')."""
+    """Named steps of one piece of work: `done(what)` logs '[2/5] what (3.1s, ETA 5s)'; `total` 0
+    means the count is unknown ('[2] what (3.1s)'). The ETA is the mean step time so far times the
+    steps left, or, with `weights` (one expected relative cost per step, e.g. from the input's
+    size), the time so far scaled by the weight left over the weight done: steps of very
+    different lengths then still give an honest first ETA. `eta_after`: the share of the total
+    weight done before an ETA is shown (a first step of a few per cent is too short to time the
+    rest by)."""
 
     def __init__(self, total: int = 0, log: Optional[Callable[[str], object]] = None,
-                 prefix: str = ""):
+                 prefix: str = "", weights: Optional[Sequence[float]] = None,
+                 eta_after: float = 0.0):
+        if weights is not None and len(weights) != total:
+            raise ValueError(f"{len(weights)} weights for {total} steps")
         self.total, self.count = total, 0
+        self.weights = None if weights is None else [float(w) for w in weights]
+        self.eta_after = eta_after
         self._log = log or logger.info
         self._prefix = prefix
         self._start = self._step_start = time.perf_counter()
@@ -147,10 +157,31 @@ class Phases:
         now = time.perf_counter()
         step, elapsed = now - self._step_start, now - self._start
         self._step_start = now
-        tail = (f", {eta_text(self.count, self.total, elapsed)}"
-                if self.total and self.count < self.total else "")
+        tail = ""
+        if self.total and self.count < self.total and self._share_done() >= self.eta_after:
+            tail = f", {self._eta(elapsed)}"
         self._log(f"{self._prefix}[{self._counter(self.count)}] {what} ({step:.1f}s{tail})")
         return step
+
+    def eta_seconds(self) -> Optional[float]:
+        """Seconds left by the rule of the class docstring (None before the first step)."""
+        elapsed = time.perf_counter() - self._start
+        if not self.count:
+            return None
+        if self.weights is None:
+            return elapsed / self.count * (self.total - self.count)
+        done = sum(self.weights[:self.count])
+        return elapsed * sum(self.weights[self.count:]) / done if done > 0 else None
+
+    def _share_done(self) -> float:
+        if self.weights is None:
+            return self.count / self.total if self.total else 0.0
+        return sum(self.weights[:self.count]) / max(sum(self.weights), 1e-12)
+
+    def _eta(self, elapsed: float) -> str:
+        if self.weights is None:
+            return eta_text(self.count, self.total, elapsed)
+        return f"ETA {format_seconds(self.eta_seconds())}"
 
     def _counter(self, i: int) -> str:
         return f"{i}/{self.total}" if self.total else str(i)

@@ -1,6 +1,6 @@
 """Helpers shared by the test files (imported as `from helpers import ...`; conftest.py holds only
 pytest set-up and fixtures): repository paths, network comparisons, detectron2's norm names,
-process groups and processes."""
+process groups and processes, and the tiny toy RetinaNet the export tests build per norm."""
 import ast
 import contextlib
 import inspect
@@ -77,3 +77,50 @@ def kill_with_children(popens) -> None:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
             popen.wait()
+
+
+# The tiny toy RetinaNet with one norm everywhere, as the export tests build, save and export it.
+# norm -> (MODEL.NORMS TYPE, WS, extra opts, input size). LN_CHW is the GN paper's LN,
+# GroupNorm(1, C). IN normalizes each channel over its own map, which needs P7 (stride 128)
+# larger than 1x1: 160 px.
+EXPORT_NORMS = {
+    "GN": ("GN", False, [], 64),
+    "LN_CHW": ("LN_CHW", False, [], 64),
+    "IN": ("IN", False, [], 160),
+    "GN+WS": ("GN", True, [], 64),
+    "BN": ("BN", False, [], 64),
+}
+
+
+def export_model_opts(norm: str):
+    """Config opts of the tiny toy model with `norm` everywhere (as the CLI takes them)."""
+    from cli_harness import TINY_MODEL_OPTS
+
+    kind, ws, opts, size = EXPORT_NORMS[norm]
+    opts = [*TINY_MODEL_OPTS, *opts, "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST",
+            str(size)]
+    for component in ("BACKBONE", "FPN", "RETINANET_HEAD"):
+        opts += [f"MODEL.NORMS.{component}.TYPE", kind, f"MODEL.NORMS.{component}.WS", str(ws)]
+    return opts
+
+
+def tiny_export_model(norm: str):
+    """(cfg, model): the tiny toy model with `norm` everywhere, random weights made like trained
+    (seed 0), eval mode, CPU."""
+    from detectron2.modeling import build_model
+
+    from gn_det.benchmark.export_speed import like_trained
+    from gn_det.config import load_cfg
+
+    cfg = load_cfg(TOY_CONFIG, [*export_model_opts(norm), "MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    return cfg, like_trained(build_model(cfg))
+
+
+def save_checkpoint(model, folder) -> str:
+    """The model saved as training saves it: folder/model_final.pth (`folder` is created)."""
+    from gn_det.checkpoint import AtomicCheckpointer
+
+    folder.mkdir()
+    AtomicCheckpointer(model, str(folder)).save("model_final")
+    return str(folder / "model_final.pth")

@@ -10,7 +10,7 @@ from typing import Callable, Dict, NamedTuple
 from ..model_zoo import config_dir
 from ..utils.progress import eta_text
 from . import e2e, layers
-from . import export as export_bench
+from . import export_speed as export_bench
 
 CONFIG_DIR = str(config_dir())
 

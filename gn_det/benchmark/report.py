@@ -2,7 +2,7 @@
 with the measured ratio, its interval, the target and the verdict (MET / MISSED / UNRESOLVED)."""
 from typing import Dict
 
-from . import export as export_bench
+from . import export_speed as export_bench
 
 
 def target_lines(name: str, result: Dict) -> list:

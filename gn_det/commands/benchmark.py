@@ -37,7 +37,7 @@ import re
 import torch
 
 from ..benchmark import e2e, timing
-from ..benchmark import export as export_bench
+from ..benchmark import export_speed as export_bench
 from ..benchmark.catalog import BENCHMARKS, CONFIG_DIR
 from ..benchmark.report import target_lines
 from ..cli import run_cli

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gn_det.benchmark import catalog, e2e, layers, report, timing
-from gn_det.benchmark import export as export_bench
+from gn_det.benchmark import export_speed as export_bench
 from gn_det.commands import benchmark as command
 
 from helpers import REPO

@@ -9,12 +9,28 @@ ratios with a bootstrap interval (timing.paired_ratio). `callgrind` adds instruc
 eager folded vs eager GN-all (valgrind's callgrind through torch.utils.benchmark), which repeat
 exactly where elapsed time does not.
 """
+import copy
 import dataclasses
 import io
+import math
 import os
+import shutil
+import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from unittest import mock
 
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+
+import detectron2.modeling.meta_arch.retinanet as retinanet
+from detectron2.layers import CycleBatchNormList
+from detectron2.modeling import build_model
+
+from .. import export
+from ..config import load_cfg
 from ..model_zoo import NORM_PRESETS
 from .timing import CLOCKS, interleaved, medians, paired_ratio
 
@@ -59,13 +75,6 @@ RATIOS = (
 def build_models(config_dir: str, model: Model, size: Sequence[int]):
     """(GN-all model, GN+WS model, cfg of the latter), random init (seed 0), eval mode, CPU, at
     test size `size`."""
-    import torch
-
-    from detectron2.modeling import build_model
-
-    from .. import modeling  # noqa: F401  (registers gn_det's components)
-    from ..config import load_cfg
-
     common = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", min(size),
               "INPUT.MAX_SIZE_TEST", max(size)]
     built = []
@@ -79,7 +88,7 @@ def build_models(config_dir: str, model: Model, size: Sequence[int]):
 def ort_session(onnx_bytes: bytes, threads: int):
     """An ONNX Runtime CPU session with as many intra-op threads as torch uses, and no spinning
     threads (they would burn the cores the interleaved torch calls need)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the [export] extra): only this variant needs it
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -91,10 +100,6 @@ def ort_session(onnx_bytes: bytes, threads: int):
 def make_variants(gn_model, gnws_model, cfg, image) -> Dict[str, Callable[[], object]]:
     """One zero-argument inference call per variant on `image`, and a check that the exported
     ones give eager folded's detections (else the timing would compare different work)."""
-    import torch
-
-    from .. import export
-
     folded, _ = export.fold_for_export(gnws_model)
     # GN-all holds the folded weights: the same network computing the same detections, so the
     # folded / GN-all ratio measures only what folding leaves behind. With independent random
@@ -139,8 +144,6 @@ def time_model(name: str, model: Model, config_dir: str, repeats: int, quick: bo
                size: Optional[Sequence[int]], clock: str) -> Dict:
     """Seconds per image of each variant of one model, interleaved, and the RATIOS with their
     intervals."""
-    import torch
-
     size = tuple(size or (model.quick_size if quick else model.size))
     t0 = time.perf_counter()
     gn, gnws, cfg = build_models(config_dir, model, size)
@@ -166,12 +169,6 @@ def callgrind_counts(config_dir: str, name: str, size: Sequence[int], number: in
     of eager GN-all and eager GN+WS folded, and their ratio: counts repeat exactly, so this
     resolves differences far below elapsed-time noise (instructions are not time: memory stalls
     are not counted)."""
-    import shutil
-    import sys
-    from unittest import mock
-
-    from torch.utils.benchmark import Timer
-
     if shutil.which("valgrind") is None:
         raise OSError("--callgrind needs valgrind (apt-get install valgrind)")
     counts = {}
@@ -181,7 +178,7 @@ def callgrind_counts(config_dir: str, name: str, size: Sequence[int], number: in
     # Timer runs `python` from PATH and checks it is this interpreter
     with mock.patch.dict(os.environ, env):
         for which in ("eager_gn_all", "eager_gnws_folded"):
-            setup = ("from gn_det.benchmark.export import callgrind_setup\n"
+            setup = ("from gn_det.benchmark.export_speed import callgrind_setup\n"
                      f"call = callgrind_setup({config_dir!r}, {name!r}, {tuple(size)!r}, "
                      f"{which!r})")
             t0 = time.perf_counter()
@@ -196,10 +193,6 @@ def callgrind_counts(config_dir: str, name: str, size: Sequence[int], number: in
 
 def callgrind_setup(config_dir: str, name: str, size, which: str) -> Callable[[], object]:
     """Inside the callgrind process: the one eager variant `which`, warmed up."""
-    import torch
-
-    from .. import export
-
     gn, gnws, _ = build_models(config_dir, MODELS[name], size)
     model = gn if which == "eager_gn_all" else export.fold_for_export(gnws)[0]
     image = torch.rand(3, *size, generator=torch.Generator().manual_seed(1)) * 255
@@ -266,11 +259,6 @@ def like_trained(model, seed: int = 0):
     its detections: norm affines away from 1/0, BN running statistics away from 0/1, scores
     above the test threshold (cls_score bias -2) and box deltas that move boxes off their
     anchors (bbox_pred weights N(0, 0.05))."""
-    import torch
-    from torch import nn
-
-    from detectron2.layers import CycleBatchNormList
-
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -289,14 +277,6 @@ def like_trained(model, seed: int = 0):
 def _float64_detections(model, image):
     """The eager model's detections computed in float64 (box decoding stays float32, as
     detectron2's Box2BoxTransform casts; NMS gets float32, as torchvision's CPU kernel needs)."""
-    import copy
-
-    import torch
-
-    import detectron2.modeling.meta_arch.retinanet as retinanet
-
-    from .. import export
-
     model64 = copy.deepcopy(model).double()
     nms = retinanet.batched_nms
     retinanet.batched_nms = lambda b, s, i, t: nms(b.float(), s.float(), i, t)
@@ -309,10 +289,6 @@ def _float64_detections(model, image):
 
 def _differences(ref, got) -> Dict:
     """Max |dbox| (px), max |dbox| / box size, max |dscore| and matched counts, per detection."""
-    import math
-
-    from .. import export
-
     absolute = export.match_detections(ref, got, export.Tolerance(math.inf, 0, math.inf))
     relative = export.match_detections(ref, got, export.Tolerance(1e-12, 1.0, math.inf))
     return {"matched": absolute.matched, "reference": absolute.reference,
@@ -327,16 +303,6 @@ def accuracy_benchmark(config_dir: str, size: Sequence[int] = (256, 256),
     taller (the exported graph's dynamic input): TorchScript and ONNX Runtime against eager
     float32, and, with `float64`, eager float32 and ONNX Runtime against eager float64: how far
     float32 itself is from exact, beside how far the export is from eager."""
-    import math
-    import tempfile
-
-    import torch
-
-    from detectron2.modeling import build_model
-
-    from .. import export
-    from ..config import load_cfg
-
     rows = {}
     for norm in norms:
         kind, ws, extra = ACCURACY_NORMS[norm]

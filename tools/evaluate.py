@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Evaluate any detector's COCO results file: the 12 COCO stats, precision / recall / F1 at
-score thresholds, best-F1 thresholds, PR curves, P/R/F1 against score and the confusion matrix at
-the main IoU (the first --iou) and --main-score; or compare several result files side by side.
+score thresholds, best-F1 thresholds, PR curves, P/R/F1 against score, the confusion matrix and
+the TIDE error breakdown at the main IoU (the first --iou) and --main-score, and per-class deploy
+thresholds; or compare several result files side by side.
 
     python tools/evaluate.py --gt ann.json --dt results.json --out DIR \\
-        [--iou 0.5 0.75] [--score 0.3 0.5]
+        [--iou 0.5 0.75] [--score 0.3 0.5] [--target-precision 0.9] [--engine pycocotools]
     python tools/evaluate.py --gt ann.json --dt a.json b.json --names bn gn --out DIR
 
-One file: DIR/metrics.json, metrics.csv, confusion_matrix.csv and the PNGs pr_curves.png,
-confusion_matrix.png, p_curve.png, r_curve.png, f1_curve.png. Several: those of each run in
-DIR/<name>/ (pr_curves.png overlaid in DIR), and DIR/comparison.csv. Bad input ends with a
-one-line error and exit status 2 (--debug shows the traceback).
+One file: DIR/metrics.json, metrics.csv, thresholds.json, confusion_matrix.csv and the PNGs
+pr_curves.png, confusion_matrix.png, p_curve.png, r_curve.png, f1_curve.png, tide_errors.png.
+Several: those of each run in DIR/<name>/ (pr_curves.png overlaid in DIR), and DIR/comparison.csv.
+thresholds.json holds per class the best-F1 score, or with --target-precision the lowest score
+reaching that precision (gn_det.evaluation.thresholds reads and applies it). COCOeval runs on
+faster-coco-eval (--engine faster, the default) or pycocotools (the reference; same numbers,
+slower). Bad input ends with a one-line error and exit status 2 (--debug shows the traceback).
 """
 import argparse
 import logging
@@ -20,14 +24,19 @@ from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import gn_det  # noqa: E402,F401  (compat shims before detectron2 / pycocotools users)
 from gn_det.cli import run_cli  # noqa: E402
-from gn_det.evaluation import (DEFAULT_IOU_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS,  # noqa: E402
-                               EvaluationInputError, evaluate_detections, format_coco_table,
-                               format_comparison_table, format_confusion_table,
-                               format_pr_table, load_ground_truth, load_results, plot_pr_curves,
-                               write_comparison_csv, write_error_analysis, write_metrics_csv,
-                               write_metrics_json)
+from gn_det.evaluation import (DEFAULT_ENGINE, DEFAULT_IOU_THRESHOLDS,  # noqa: E402
+                               DEFAULT_SCORE_THRESHOLDS, ENGINES, EvaluationInputError,
+                               evaluate_detections, format_coco_table, format_comparison_table,
+                               format_confusion_table, format_pr_table, format_tide_table,
+                               load_ground_truth, load_results, write_comparison_csv,
+                               write_confusion_csv, write_metrics_csv, write_metrics_json,
+                               write_thresholds)
+from gn_det.evaluation.report import write_error_plots  # noqa: E402
+from gn_det.evaluation.plan import evaluation_steps  # noqa: E402
+from gn_det.evaluation.results import GroundTruthError, ResultsError  # noqa: E402
+from gn_det.utils.file_io import JSONFileError, read_json  # noqa: E402
+from gn_det.utils.progress import Phases  # noqa: E402
 
 logger = logging.getLogger("gn_det.evaluate")
 
@@ -46,13 +55,22 @@ def parse_args(argv=None):
     ap.add_argument("--score", nargs="+", type=float, default=list(DEFAULT_SCORE_THRESHOLDS),
                     help="score thresholds (operating points; default: 0.05 0.3 0.5 0.7)")
     ap.add_argument("--main-score", type=float, default=0.5,
-                    help="score threshold of the console table and the confusion matrix "
-                         "(default: 0.5)")
+                    help="score threshold of the console table, the confusion matrix and the "
+                         "TIDE FP/FN split (default: 0.5)")
+    ap.add_argument("--target-precision", type=float, default=None,
+                    help="thresholds.json: per class the lowest score whose precision reaches "
+                         "this (e.g. 0.9); default: the best-F1 score")
+    ap.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                    help=f"COCOeval engine (default: {DEFAULT_ENGINE}; pycocotools: the "
+                         "reference, slower)")
     ap.add_argument("--max-class-panels", type=int, default=48,
                     help="per-class panels in pr_curves.png, classes with most GT first")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.target_precision is not None and not 0.0 < args.target_precision <= 1.0:
+        ap.error(f"--target-precision {args.target_precision}: expected a precision in (0, 1]")
+    return args
 
 
 def run_names(args):
@@ -79,45 +97,77 @@ def main(argv=None) -> int:
     return evaluate(args)
 
 
+def _read(path: str, error_cls, what: str):
+    try:
+        return read_json(path, what)
+    except JSONFileError as e:
+        raise error_cls(e.path, e.reason) from None
+
+
 def evaluate(args) -> int:
     names = run_names(args)
-    coco_gt = load_ground_truth(args.gt)
-    logger.info("%s: %d images, %d annotations, %d categories", args.gt, len(coco_gt.imgs),
-                len(coco_gt.anns), len(coco_gt.cats))
-    detections = OrderedDict((n, load_results(p, coco_gt)) for n, p in zip(names, args.dt))
+    plot = not args.no_plot
+    steps = evaluation_steps(args.gt, args.dt, names, args.engine, plot)
+    phases = Phases(len(steps), log=logger.info, weights=[w for _, w in steps], eta_after=0.08)
+    step_names = iter(name for name, _ in steps)
+
+    def done(detail: str = "") -> None:
+        """The next step has ended: log its name (with `detail`), time and the ETA."""
+        phases.done(next(step_names) + (f": {detail}" if detail else ""))
+
+    gt_data = _read(args.gt, GroundTruthError, "annotation")
+    done()
+    coco_gt = load_ground_truth(gt_data, args.engine, name=args.gt)
+    del gt_data
+    done(f"{len(coco_gt.imgs)} images, {len(coco_gt.anns)} annotations, "
+         f"{len(coco_gt.cats)} categories")
+    if plot:  # the plots' cost grows with the class count, known now
+        phases.weights[-1] = evaluation_steps(args.gt, args.dt, names, args.engine, plot,
+                                              len(coco_gt.cats))[-1][1]
     evaluations = OrderedDict()
-    for i, (name, dets) in enumerate(detections.items()):
-        logger.info("[%d/%d] evaluating %s: %d detections", i + 1, len(names), name, len(dets))
-        evaluations[name] = evaluate_detections(coco_gt, dets, args.iou, args.score,
-                                                args.main_score, progress=True)
+    for name, path in zip(names, args.dt):
+        data = _read(path, ResultsError, "results")
+        done()
+        dets = load_results(data, coco_gt, name=path, in_place=True)
+        del data
+        done(f"{len(dets)} detections")
+        evaluations[name] = evaluate_detections(
+            coco_gt, dets, args.iou, args.score, args.main_score, progress=True,
+            target_precision=args.target_precision, phase=done)
+        del dets
     os.makedirs(args.out, exist_ok=True)
     metrics = OrderedDict((n, ev.metrics) for n, ev in evaluations.items())
-    written = []
-    if len(names) == 1:
-        m = metrics[names[0]]
-        written += [write_metrics_json(m, os.path.join(args.out, "metrics.json")),
-                    write_metrics_csv(m, os.path.join(args.out, "metrics.csv"))]
-        written += write_error_analysis(evaluations[names[0]], args.out, not args.no_plot)
-        print(format_coco_table(metrics))
-        print()
-        print(format_pr_table(m))
-        print()
-        print(format_confusion_table(evaluations[names[0]]))
-    else:
-        for n, m in metrics.items():
-            run_dir = os.path.join(args.out, n)
-            os.makedirs(run_dir, exist_ok=True)
-            written += [write_metrics_json(m, os.path.join(run_dir, "metrics.json")),
-                        write_metrics_csv(m, os.path.join(run_dir, "metrics.csv"))]
-            written += write_error_analysis(evaluations[n], run_dir, not args.no_plot, title=n)
+    written, tables = [], []
+    for n, ev in evaluations.items():
+        run_dir = args.out if len(names) == 1 else os.path.join(args.out, n)
+        os.makedirs(run_dir, exist_ok=True)
+        written += [write_metrics_json(ev.metrics, os.path.join(run_dir, "metrics.json")),
+                    write_metrics_csv(ev.metrics, os.path.join(run_dir, "metrics.csv")),
+                    write_thresholds(ev.thresholds, os.path.join(run_dir, "thresholds.json")),
+                    write_confusion_csv(ev.confusion,
+                                        os.path.join(run_dir, "confusion_matrix.csv"))]
+    if len(names) > 1:
         written.append(write_comparison_csv(metrics, os.path.join(args.out, "comparison.csv")))
-        print(format_coco_table(metrics))
-        print()
-        print(format_comparison_table(metrics))
-    if not args.no_plot:
+    done()
+    if plot:
+        from gn_det.evaluation.plots import plot_pr_curves  # matplotlib: only when plotting
+
+        for n, ev in evaluations.items():
+            run_dir = args.out if len(names) == 1 else os.path.join(args.out, n)
+            written += write_error_plots(ev, run_dir, None if len(names) == 1 else n)
         written.append(plot_pr_curves(evaluations, os.path.join(args.out, "pr_curves.png"),
                                       max_class_panels=args.max_class_panels,
                                       title=" vs ".join(names)))
+        done()
+    print(format_coco_table(metrics))
+    print()
+    if len(names) == 1:
+        ev = evaluations[names[0]]
+        tables = [format_pr_table(ev.metrics), format_confusion_table(ev),
+                  format_tide_table(ev.metrics)]
+    else:
+        tables = [format_comparison_table(metrics)]
+    print("\n\n".join(tables))
     print("\nwrote " + ", ".join(written))
     return 0
 

@@ -21,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import describe_norms
 from ..data.images import ImageNamingMapper
-from ..evaluation import build_pr_evaluator
+from ..evaluation.pr_evaluator import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from ..checkpoint import AtomicCheckpointer
 from .optimizer import build_optimizer

@@ -1,19 +1,14 @@
-"""The 12 COCO summary stats (AP, AP50, ..., ARl) and per-class AP from pycocotools' COCOeval.
-
-pycocotools is the reference implementation and the only one that exposes its per-detection
-matches (`COCOeval.evalImgs`), from which gn_det.evaluation.matching derives precision/recall at
-any score threshold without a second matching pass. faster-coco-eval keeps those matches inside
-C++, so using it would mean matching twice; it is therefore not used here.
+"""The 12 COCO summary stats (AP, AP50, ..., ARl) and per-class AP from COCOeval, run by either
+engine (gn_det.evaluation.engine: faster-coco-eval by default, pycocotools as the reference).
 """
-import contextlib
-import io
 import logging
 import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+from ..utils.progress import Progress
+from .engine import engine_of, evaluate_and_accumulate, new_cocoeval
 
 logger = logging.getLogger(__name__)
 
@@ -22,60 +17,65 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def run_cocoeval(coco_gt: COCO, coco_dt: COCO, iou_type: str = "bbox", img_ids=None,
-                 progress: bool = False) -> COCOeval:
-    """COCOeval with evaluate(), accumulate() and summarize() done (default params: maxDets
-    1/10/100, IoU .50:.05:.95); pycocotools' printing is silenced. With `progress`, logs how far
-    evaluate() is, with an ETA, every few seconds."""
-    cocoeval = COCOeval(coco_gt, coco_dt, iou_type)
-    if img_ids is not None:
-        cocoeval.params.imgIds = list(img_ids)
-    if progress:
-        p = cocoeval.params
-        n_pairs = len(set(p.imgIds)) * len(set(p.catIds))
-        cocoeval.computeIoU = _ProgressCalls(cocoeval.computeIoU, n_pairs, "computing IoUs")
-        cocoeval.evaluateImg = _ProgressCalls(cocoeval.evaluateImg, n_pairs * len(p.areaRng),
-                                              "matching")
+def run_cocoeval(coco_gt, coco_dt, iou_type: str = "bbox", img_ids=None,
+                 progress: bool = False):
+    """The engine's COCOeval with evaluate(), accumulate() and summarize() done (default params:
+    maxDets 1/10/100, IoU .50:.05:.95); the engines' printing is silenced. With `progress`, logs
+    each step; for pycocotools, whose Python loops take a minute at COCO size, also how far its
+    per-(image, class) IoU and matching passes are, with an ETA, every 5 s."""
+    cocoeval = new_cocoeval(coco_gt, coco_dt, iou_type, img_ids)
+    engine = engine_of(coco_gt)
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        cocoeval.evaluate()
-        if progress:
-            logger.info("COCOeval: accumulating (%.0fs so far)", time.perf_counter() - start)
-        cocoeval.accumulate()
-        cocoeval.summarize()
+    wrapped = []
+    if progress and engine == "pycocotools":
+        p = cocoeval.params
+        pairs = len(set(p.imgIds)) * len(set(p.catIds))
+        for name, total, what in (("computeIoU", pairs, "IoUs"),
+                                  ("evaluateImg", pairs * len(p.areaRng), "matching")):
+            counter = Progress(total, f"COCOeval (pycocotools): {what}", "image-class pairs",
+                               log=logger.info, bar=False, every=5.0)
+            setattr(cocoeval, name, _Counted(getattr(cocoeval, name), counter))
+            wrapped.append(name)
+
+    def note(step: str) -> None:
+        if not progress:
+            return
+        if engine == "faster":
+            what = {"indexed": f"{len(coco_gt.anns)} ground-truth boxes and {len(coco_dt.anns)} "
+                               "detections indexed",
+                    "IoUs": "IoUs computed; matching and accumulating in C++, by class"
+                    }.get(step, step)
+        else:
+            what = {"evaluate": "IoUs and matching", "accumulate": "accumulating"}[step]
+        logger.info("COCOeval (%s): %s (%.1fs so far)", engine, what,
+                    time.perf_counter() - start)
+
+    evaluate_and_accumulate(cocoeval, note)
+    for name in wrapped:
+        delattr(cocoeval, name)
     if progress:
-        del cocoeval.computeIoU, cocoeval.evaluateImg
-        logger.info("COCOeval: done in %.1fs", time.perf_counter() - start)
+        logger.info("COCOeval (%s): done in %.1fs", engine, time.perf_counter() - start)
     return cocoeval
 
 
-class _ProgressCalls:
-    """Wraps a per-(image, class) COCOeval method; logs the share done and an ETA every 5 s."""
+class _Counted:
+    """Wraps a per-(image, class) COCOeval method to count its calls in a Progress."""
 
-    def __init__(self, fn: Callable, total: int, what: str, every_s: float = 5.0):
-        self.fn, self.total, self.what, self.every_s = fn, max(total, 1), what, every_s
-        self.calls, self.start = 0, time.perf_counter()
-        self.next_log = self.start + every_s
+    def __init__(self, fn: Callable, counter: Progress):
+        self.fn, self.counter = fn, counter
 
     def __call__(self, *args):
-        self.calls += 1
-        now = time.perf_counter()
-        if now >= self.next_log:
-            self.next_log = now + self.every_s
-            done = self.calls / self.total
-            eta = (now - self.start) * (1 - done) / done
-            logger.info("COCOeval: %s %3.0f%% (%d/%d image-class pairs), ETA %.0fs",
-                        self.what, 100 * done, self.calls, self.total, eta)
+        self.counter.update()
         return self.fn(*args)
 
 
-def coco_stats(cocoeval: COCOeval) -> Dict[str, Optional[float]]:
+def coco_stats(cocoeval) -> Dict[str, Optional[float]]:
     """Name → fraction in [0, 1]; None where COCO leaves it undefined (pycocotools' -1: no ground
     truth in that area range)."""
     return {name: (float(v) if v >= 0 else None) for name, v in zip(STAT_NAMES, cocoeval.stats)}
 
 
-def per_class_ap(cocoeval: COCOeval) -> Dict[int, Optional[float]]:
+def per_class_ap(cocoeval) -> Dict[int, Optional[float]]:
     """Category id → AP (IoU .50:.95, all areas, 100 dets), as detectron2's COCOEvaluator derives
     it; None for a class without ground truth."""
     precision = cocoeval.eval["precision"]  # [IoU, recall, class, area, maxDets]

@@ -18,7 +18,7 @@ neither TP nor FP in P/R and are not counted; crowd regions are not GT.
 
 The one step beyond COCOeval's matching: per-class COCOeval (useCats=1) never compares a detection
 with a GT of another class, so a wrong-class pair needs IoUs it did not compute. They come from
-pycocotools' own `maskUtils.iou` on the same boxes (what COCOeval.computeIoU calls), over the
+the same-image overlaps of gn_det.evaluation.overlaps (COCO's box IoU, to the bit), over the
 leftovers only: per image, the FPs by descending score each take the leftover GT of another class
 with the highest IoU >= the threshold, one detection per GT (evaluateImg's rule). This only says
 which FP sits on which FN; TP, FP and FN stay COCOeval's.
@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-from pycocotools import mask as mask_utils
-from pycocotools.cocoeval import COCOeval
 
 from ..utils.file_io import atomic_write
 from .matching import Matches
@@ -74,9 +72,10 @@ class ConfusionMatrix:
                 "matrix": self.matrix.tolist()}
 
 
-def outcomes_at(cocoeval: COCOeval, matches: Matches, iou: float, score: float) -> Outcomes:
+def outcomes_at(matches: Matches, iou: float, score: float) -> Outcomes:
     """COCOeval's outcome of every detection and GT at (iou, score), plus the pairing of leftover
-    FPs with leftover FNs of other classes (see the module docstring)."""
+    FPs with leftover FNs of other classes (see the module docstring). `matches` needs its
+    overlaps (gn_det.evaluation.greedy, or matching.with_boxes)."""
     t = matches.iou_index(iou)
     above = matches.scores >= score
     tp = matches.tp[t] & above
@@ -84,51 +83,39 @@ def outcomes_at(cocoeval: COCOeval, matches: Matches, iou: float, score: float) 
     paired_gt = np.where(tp, matches.gt_match[t], -1)
     gt_hit = np.full(len(matches.gt_ids), -1, dtype=np.int64)
     gt_hit[paired_gt[tp]] = np.flatnonzero(tp)
-    missed = np.flatnonzero(~matches.gt_ignore & (gt_hit < 0))
-    for d, g in cross_class_pairs(cocoeval, matches, np.flatnonzero(fp), missed, iou):
+    missed = ~matches.gt_ignore & (gt_hit < 0)
+    for d, g in cross_class_pairs(matches, fp, missed, iou):
         paired_gt[d], gt_hit[g] = g, d
     return Outcomes(float(iou), float(score), tp | fp, tp, paired_gt, gt_hit)
 
 
-def cross_class_pairs(cocoeval: COCOeval, matches: Matches, dets: np.ndarray, gts: np.ndarray,
+def cross_class_pairs(matches: Matches, dets: np.ndarray, gts: np.ndarray,
                       iou: float) -> List[Tuple[int, int]]:
-    """(detection, GT) position pairs: per image, `dets` (positions, in descending score order)
-    each take the not yet taken GT among `gts` of another class with the highest IoU >= `iou`."""
+    """(detection, GT) position pairs: per image, the detections where `dets` [N] bool is set
+    (in descending score order) each take the not yet taken GT where `gts` [G] bool is set, of
+    another class, with the highest IoU >= `iou`."""
+    if matches.overlaps is None:
+        raise ValueError("these matches carry no overlaps; make them with "
+                         "gn_det.evaluation.greedy.match_detections or matching.with_boxes")
     thr = min(iou, 1 - 1e-10)  # as COCOeval.evaluateImg
+    ov = matches.overlaps
+    e = (dets[ov.det] & gts[ov.gt] & (ov.iou >= thr)
+         & (matches.labels[ov.det] != matches.gt_labels[ov.gt]))
+    d, g, v = ov.det[e], ov.gt[e], ov.iou[e]
     pairs = []
-    gts_by_image: Dict[int, List[int]] = {}
-    for g in gts.tolist():
-        gts_by_image.setdefault(int(matches.gt_image_ids[g]), []).append(g)
-    dets_by_image: Dict[int, List[int]] = {}
-    for d in dets.tolist():
-        if int(matches.image_ids[d]) in gts_by_image:
-            dets_by_image.setdefault(int(matches.image_ids[d]), []).append(d)
-    for image_id, ds in dets_by_image.items():
-        gs = np.asarray(gts_by_image[image_id])
-        ious = pair_ious(cocoeval, matches.det_ids[ds], matches.gt_ids[gs])
-        ious[matches.labels[ds][:, None] == matches.gt_labels[gs][None, :]] = -1.0
-        taken = np.zeros(len(gs), dtype=bool)
-        for i, d in enumerate(ds):
-            row = np.where(taken, -1.0, ious[i])
-            j = int(np.argmax(row))
-            if row[j] >= thr:
-                taken[j] = True
-                pairs.append((d, int(gs[j])))
+    taken = set()
+    # detections in Matches order (descending score); per detection its candidates by IoU, ties:
+    # the first GT position (np.argmax's choice)
+    order = np.lexsort((g, -v, d))
+    d, g = d[order].tolist(), g[order].tolist()
+    current = -1
+    for di, gi in zip(d, g):
+        if di == current or gi in taken:
+            continue
+        taken.add(gi)
+        pairs.append((di, gi))
+        current = di
     return pairs
-
-
-def pair_ious(cocoeval: COCOeval, det_ids: Sequence[int], gt_ids: Sequence[int]) -> np.ndarray:
-    """[D, G] IoU of results-COCO detections with (non-crowd) GT annotations, by id, computed as
-    COCOeval.computeIoU does (pycocotools' maskUtils.iou on boxes, or on masks for "segm")."""
-    key = {"bbox": "bbox", "segm": "segmentation"}.get(cocoeval.params.iouType)
-    if key is None:
-        raise ValueError(f"IoU type {cocoeval.params.iouType!r} has no pairwise IoU here; "
-                         "expected 'bbox' or 'segm'")
-    if not len(det_ids) or not len(gt_ids):
-        return np.zeros((len(det_ids), len(gt_ids)))
-    d = [cocoeval.cocoDt.anns[int(i)][key] for i in det_ids]
-    g = [cocoeval.cocoGt.anns[int(i)][key] for i in gt_ids]
-    return np.asarray(mask_utils.iou(d, g, [0] * len(g)), dtype=np.float64).reshape(len(d), len(g))
 
 
 def confusion_matrix(matches: Matches, outcomes: Outcomes,

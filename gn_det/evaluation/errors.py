@@ -16,8 +16,11 @@ plus its cross-class pairing). Each kept FP gets the first kind that applies:
 
 A GT is "tp" when a detection of its class matched it, else "fn" (whether or not a wrong-class
 detection sits on it: it is an FN in P/R either way); crowd regions are "crowd", and detections
-they absorb are "ignored": neither counts. IoUs are computed as for the cross-class step
-(pycocotools' maskUtils.iou, as COCOeval.computeIoU).
+they absorb are "ignored": neither counts. IoUs are the matches' same-image overlaps
+(gn_det.evaluation.overlaps: COCO's box IoU).
+
+These kinds answer "what is this detection on the picture"; gn_det.evaluation.tide classifies
+the same FPs by the TIDE paper's rules instead, to say how much AP each kind costs.
 """
 import csv
 import io
@@ -28,8 +31,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..utils.file_io import atomic_write, write_json
-from .confusion import Outcomes, outcomes_at, pair_ious
+from .confusion import Outcomes, outcomes_at
 from .metrics import Evaluation
+from .overlaps import best_per_det
 
 FP_KINDS = ("wrong_class", "duplicate", "poor_localization", "background")
 POOR_LOCALIZATION_IOU = 0.1
@@ -76,41 +80,28 @@ def classify(evaluation: Evaluation, outcomes: Outcomes):
     kinds = np.full(len(m.scores), "", dtype=object)
     kinds[ignored] = "ignored"
     kinds[outcomes.tp] = "tp"
-    ious = np.full(len(m.scores), np.nan)
-    for d, (_, v) in best_gt(evaluation, np.flatnonzero(outcomes.kept | ignored), True).items():
-        ious[d] = v
+    shown = outcomes.kept | ignored
+    same_gt, same_iou = best_gt(m, True)
+    ious = np.where(shown, same_iou, np.nan)
     fp = outcomes.fp
     kinds[fp] = np.where(ious[fp] >= thr, "duplicate",
                          np.where(ious[fp] >= POOR_LOCALIZATION_IOU, "poor_localization",
                                   "background"))
     on_gt = outcomes.paired_gt.copy()
     kinds[fp & (on_gt >= 0)] = "wrong_class"
-    rest = np.flatnonzero(fp & (on_gt < 0) & (kinds != "duplicate"))
-    for d, (g, v) in best_gt(evaluation, rest, False).items():
-        if v >= thr:
-            kinds[d], on_gt[d] = "wrong_class", g
+    other_gt, other_iou = best_gt(m, False)
+    rest = fp & (on_gt < 0) & (kinds != "duplicate") & (other_iou >= thr)
+    kinds[rest], on_gt[rest] = "wrong_class", other_gt[rest]
     return kinds, ious, on_gt
 
 
-def best_gt(evaluation: Evaluation, dets: np.ndarray, same_class: bool) -> Dict[int, tuple]:
-    """Detection position -> (GT position, IoU) of its best-overlapping regular GT in its image,
+def best_gt(matches, same_class: bool):
+    """(GT position [N], IoU [N]) of each detection's best-overlapping regular GT in its image,
     among those of its own class (`same_class`) or of the other classes; (-1, 0.0) when none."""
-    m = evaluation.matches
-    regular: Dict[int, List[int]] = {}
-    for g in np.flatnonzero(~m.gt_ignore).tolist():
-        regular.setdefault(int(m.gt_image_ids[g]), []).append(g)
-    groups: Dict[tuple, List[int]] = {}
-    for d in dets.tolist():
-        groups.setdefault((int(m.image_ids[d]), int(m.labels[d])), []).append(d)
-    out = {}
-    for (image_id, label), ds in groups.items():
-        gs = np.asarray(regular.get(image_id, []), dtype=np.int64)
-        gs = gs[(m.gt_labels[gs] == label) == same_class] if len(gs) else gs
-        ious = pair_ious(evaluation.cocoeval, m.det_ids[ds], m.gt_ids[gs])
-        for d, row in zip(ds, ious):
-            j = int(np.argmax(row)) if len(gs) else -1
-            out[d] = (int(gs[j]), float(row[j])) if j >= 0 else (-1, 0.0)
-    return out
+    ov = matches.overlaps
+    keep = ~matches.gt_ignore[ov.gt] & (
+        (matches.labels[ov.det] == matches.gt_labels[ov.gt]) == same_class)
+    return best_per_det(ov, keep, len(matches.scores))
 
 
 def image_errors(evaluation: Evaluation, iou: Optional[float] = None,
@@ -121,12 +112,11 @@ def image_errors(evaluation: Evaluation, iou: Optional[float] = None,
     score = evaluation.main_score if score is None else float(score)
     outcomes = evaluation.outcomes
     if outcomes is None or (outcomes.iou, outcomes.score) != (iou, score):
-        outcomes = outcomes_at(evaluation.cocoeval, evaluation.matches, iou, score)
-    m, coco_gt = evaluation.matches, evaluation.cocoeval.cocoGt
-    coco_dt = evaluation.cocoeval.cocoDt
+        outcomes = outcomes_at(evaluation.matches, iou, score)
+    m, coco_gt = evaluation.matches, evaluation.coco_gt
     kinds, ious, on_gt = classify(evaluation, outcomes)
     images = {}
-    for image_id in evaluation.cocoeval.params.imgIds:
+    for image_id in evaluation.image_ids:
         img = coco_gt.imgs[image_id]
         images[int(image_id)] = ImageErrors(int(image_id), str(img.get("file_name", "")),
                                             int(img.get("width", 0)), int(img.get("height", 0)))
@@ -135,13 +125,13 @@ def image_errors(evaluation: Evaluation, iou: Optional[float] = None,
         status = ("crowd" if m.gt_ignore[g] else "tp" if hit >= 0 and outcomes.tp[hit]
                   else "fn")
         images[int(m.gt_image_ids[g])].gt.append({
-            "id": int(m.gt_ids[g]), "bbox": list(coco_gt.anns[int(m.gt_ids[g])]["bbox"]),
+            "id": int(m.gt_ids[g]), "bbox": m.gt_boxes[g].tolist(),
             "label": int(m.gt_labels[g]), "status": status,
             "confused_with": int(m.labels[hit]) if status == "fn" and hit >= 0 else None})
     for d in np.flatnonzero(kinds != "").tolist():
         paired = int(on_gt[d])
         images[int(m.image_ids[d])].dets.append({
-            "id": int(m.det_ids[d]), "bbox": list(coco_dt.anns[int(m.det_ids[d])]["bbox"]),
+            "id": int(m.det_ids[d]), "bbox": m.boxes[d].tolist(),
             "label": int(m.labels[d]), "score": float(m.scores[d]), "kind": str(kinds[d]),
             "iou": float(ious[d]),
             "gt_label": int(m.gt_labels[paired]) if paired >= 0 else None,

@@ -1,11 +1,13 @@
 """COCO-rule detection matching, once, and precision/recall/F1 at any score threshold from it.
 
-The matching is pycocotools' own: `COCOeval.evaluate()` already runs evaluateImg's greedy pass
-(per image and class, detections by descending score, top maxDets, one GT each, crowd GT absorbing
-matches) at every IoU in `params.iouThrs`, and stores it in `evalImgs`. `match_from_cocoeval`
+For the pycocotools engine, the matching is pycocotools' own: `COCOeval.evaluate()` already runs
+evaluateImg's greedy pass (per image and class, detections by descending score, top maxDets, one
+GT each, crowd GT absorbing matches) at every IoU in `params.iouThrs`, and stores it in
+`evalImgs`. `match_from_cocoeval`
 reads those results for area range "all" and the largest maxDets (100) instead of matching again;
 an IoU threshold outside `iouThrs` reruns evaluateImg for that threshold only, on the IoU
-matrices COCOeval already computed.
+matrices COCOeval already computed. (For faster-coco-eval, which keeps its matches in C++, the
+same rule runs in gn_det.evaluation.greedy, giving identical Matches.)
 
 Greedy matching by descending score means the detections above a score threshold are matched
 exactly as if the lower ones had never existed, so one pass serves every score threshold: counts
@@ -13,11 +15,13 @@ at threshold s are prefix sums over the detections sorted by score. A detection 
 threshold s when its score >= s.
 """
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from pycocotools.cocoeval import COCOeval
+
+from .overlaps import Overlaps, image_overlaps
 
 _ALL_AREAS = [0 ** 2, 1e5 ** 2]
 
@@ -49,6 +53,12 @@ class Matches:
     gt_image_ids: np.ndarray = _empty()   # [G] its image id
     gt_labels: np.ndarray = _empty()      # [G] its class index
     gt_ignore: np.ndarray = _empty()      # [G] bool: crowd / ignored (never TP, never FN)
+    # Boxes (XYWH) and every same-image overlap, for the analyses beyond P/R (confusion matrix,
+    # TIDE error types, error viewer): gn_det.evaluation.overlaps; with_boxes adds them.
+    boxes: Optional[np.ndarray] = None     # [N, 4]
+    gt_boxes: Optional[np.ndarray] = None  # [G, 4]
+    gt_crowd: Optional[np.ndarray] = None  # [G] bool: a crowd region (IoU over detection area)
+    overlaps: Optional[Overlaps] = None    # pairs (det position, GT position, IoU > 0)
 
     @property
     def ignored(self) -> np.ndarray:
@@ -62,8 +72,11 @@ class Matches:
         return int(hits[0])
 
 
-def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> Matches:
+def match_from_cocoeval(cocoeval, iou_thresholds: Sequence[float]) -> Matches:
     """Matches at `iou_thresholds` from a COCOeval on which evaluate() has run (bbox or segm)."""
+    if not isinstance(cocoeval.evalImgs, list):
+        raise ValueError("match_from_cocoeval reads pycocotools' COCOeval.evalImgs; for "
+                         "faster-coco-eval use gn_det.evaluation.greedy.match_detections")
     p = cocoeval._paramsEval if getattr(cocoeval, "_paramsEval", None) else cocoeval.params
     if not p.useCats:
         raise ValueError("per-class matching needs COCOeval.params.useCats = 1")
@@ -138,7 +151,25 @@ def match_from_cocoeval(cocoeval: COCOeval, iou_thresholds: Sequence[float]) -> 
                    gt_image_ids=gt_image_ids, gt_labels=gt_labels, gt_ignore=gt_ignore)
 
 
-def _evaluate_extra(cocoeval: COCOeval, p, thresholds: List[float], a_all: int) -> list:
+def with_boxes(matches: Matches, coco_gt, detections: List[Dict]) -> Matches:
+    """`matches` with the boxes of its detections (results ids: 1 + index in `detections`) and
+    GT (`coco_gt` annotation ids), and their same-image overlaps (gn_det.evaluation.overlaps)."""
+    det_boxes = np.asarray([detections[i - 1]["bbox"] for i in matches.det_ids.tolist()],
+                           dtype=np.float64).reshape(-1, 4)
+    anns = [coco_gt.anns[i] for i in matches.gt_ids.tolist()]
+    gt_boxes = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    crowd = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+    index = {img: i for i, img in enumerate(set(matches.image_ids.tolist())
+                                            | set(matches.gt_image_ids.tolist()))}
+    overlaps = image_overlaps(
+        det_boxes, np.asarray([index[i] for i in matches.image_ids.tolist()], dtype=np.int64),
+        gt_boxes, np.asarray([index[i] for i in matches.gt_image_ids.tolist()], dtype=np.int64),
+        crowd)
+    return dataclasses.replace(matches, boxes=det_boxes, gt_boxes=gt_boxes, gt_crowd=crowd,
+                               overlaps=overlaps)
+
+
+def _evaluate_extra(cocoeval, p, thresholds: List[float], a_all: int) -> list:
     """evaluateImg at IoU thresholds absent from params.iouThrs, area 'all' only, reusing the
     IoU matrices in cocoeval.ious; same (class-major, image) order as evalImgs' 'all' block."""
     extra = copy.copy(cocoeval)  # shares _gts, _dts and ious

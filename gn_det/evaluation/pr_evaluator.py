@@ -3,10 +3,12 @@
 It keeps COCOEvaluator's dataset handling (json_file or conversion to COCO), per-image conversion
 of Instances to COCO json and gathering across ranks, and replaces the scoring step: the 12 COCO
 bbox stats and per-class AP, then P/R/F1/TP/FP/FN at each (IoU, score) threshold and the best-F1
-threshold per class from the same COCOeval's matches. It writes metrics.json, metrics.csv,
-confusion_matrix.csv and (with `plot`) pr_curves.png, confusion_matrix.png, p_curve.png,
-r_curve.png and f1_curve.png to output_dir, and logs the class × P/R/F1 table and the confusion
-matrix.
+threshold per class from the same matches, the confusion matrix, the TIDE error breakdown and
+per-class deploy thresholds. COCOeval runs on `engine` (faster-coco-eval by default,
+pycocotools as the reference; cfg.TEST.PR.ENGINE). It writes metrics.json, metrics.csv,
+thresholds.json, confusion_matrix.csv and (with `plot`) pr_curves.png, confusion_matrix.png,
+p_curve.png, r_curve.png, f1_curve.png and tide_errors.png to output_dir, and logs the class ×
+P/R/F1 table, the confusion matrix (or its top confusions) and the TIDE table.
 
 The returned dict holds floats only (detectron2's EvalHook logs every leaf as a scalar), scaled
 0-100 like COCOEvaluator's:
@@ -18,7 +20,6 @@ The returned dict holds floats only (detectron2's EvalHook logs every leaf as a 
 The complete metrics (fractions) are in `evaluator.metrics` and metrics.json.
 """
 import itertools
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -26,13 +27,17 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.evaluation import COCOEvaluator
 
+from ..utils.file_io import write_json
 from .coco_stats import STAT_NAMES, coco_stats, per_class_ap, run_cocoeval
+from .engine import DEFAULT_ENGINE, check_engine
 from .metrics import (DEFAULT_IOU_THRESHOLDS, DEFAULT_SCORE_THRESHOLDS, Evaluation,
                       check_thresholds, evaluate_detections, threshold_key)
 from .plots import plot_pr_curves
 from .report import (format_coco_table, format_confusion_table, format_pr_table,
-                     write_error_analysis, write_metrics_csv, write_metrics_json)
+                     format_tide_table, write_error_analysis, write_metrics_csv,
+                     write_metrics_json)
 from .results import ResultsError, category_names, load_ground_truth, load_results, results_to_coco
+from .thresholds import write_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,8 @@ class PREvaluator(COCOEvaluator):
                  distributed: bool = True,
                  iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
                  score_thresholds: Sequence[float] = DEFAULT_SCORE_THRESHOLDS,
-                 main_score: float = 0.5, plot: bool = True):
+                 main_score: float = 0.5, plot: bool = True, engine: str = DEFAULT_ENGINE,
+                 target_precision: Optional[float] = None):
         """
         Args:
             dataset_name: a registered dataset with a COCO `json_file` in its metadata, or in
@@ -52,9 +58,14 @@ class PREvaluator(COCOEvaluator):
             iou_thresholds: P/R are computed at each; the first is the main one (best F1, plots).
             score_thresholds: operating points; a detection counts when its score >= threshold.
             main_score: the score of the logged table (added to score_thresholds if absent).
-            plot: write the PNGs (PR curves, confusion matrix, P/R/F1 against score).
+            plot: write the PNGs (PR curves, confusion matrix, P/R/F1 against score, TIDE).
+            engine: the COCOeval engine, "faster" (faster-coco-eval) or "pycocotools".
+            target_precision: thresholds.json's rule: per class the lowest score reaching this
+                precision; None: the best-F1 score.
         """
         check_thresholds(iou_thresholds, score_thresholds, main_score)
+        self._engine = check_engine(engine)
+        self._target_precision = target_precision
         super().__init__(dataset_name, tasks=None, distributed=distributed, output_dir=output_dir,
                          use_fast_impl=False)
         self._iou_thresholds = [float(t) for t in iou_thresholds]
@@ -63,7 +74,7 @@ class PREvaluator(COCOEvaluator):
         self._plot = plot
         self.metrics: Optional[Dict] = None
         if self._do_evaluation:  # validates and fills what pycocotools needs (area, iscrowd)
-            self._coco_api = load_ground_truth(self._coco_api.dataset)
+            self._coco_api = load_ground_truth(self._coco_api.dataset, self._engine)
 
     def _eval_predictions(self, predictions, img_ids=None):
         """Score gathered predictions into self._results (called by COCOEvaluator.evaluate)."""
@@ -71,15 +82,14 @@ class PREvaluator(COCOEvaluator):
         self._unmap_category_ids(coco_results)
         if self._output_dir:
             path = os.path.join(self._output_dir, "coco_instances_results.json")
-            with open(path, "w") as f:
-                json.dump(coco_results, f)
+            write_json(path, coco_results)
         if not self._do_evaluation:
             logger.info("Annotations are not available for evaluation.")
             return
         detections = load_results(coco_results, self._coco_api, name="model predictions")
         ev = evaluate_detections(self._coco_api, detections, self._iou_thresholds,
                                  self._score_thresholds, self._main_score, img_ids,
-                                 progress=True)
+                                 progress=True, target_precision=self._target_precision)
         self.metrics = ev.metrics
         self._results["bbox"] = _detectron2_coco(ev.metrics["coco"], ev.metrics["ap_per_class"])
         self._results["pr"] = _detectron2_pr(ev)
@@ -89,6 +99,7 @@ class PREvaluator(COCOEvaluator):
         logger.info("Evaluation results for bbox:\n" + format_coco_table({"bbox": ev.metrics}))
         logger.info("\n" + format_pr_table(ev.metrics))
         logger.info("\n" + format_confusion_table(ev))
+        logger.info("\n" + format_tide_table(ev.metrics))
         if self._output_dir:
             self._write(ev)
 
@@ -120,7 +131,8 @@ class PREvaluator(COCOEvaluator):
         os.makedirs(self._output_dir, exist_ok=True)
         write_metrics_json(self.metrics, os.path.join(self._output_dir, "metrics.json"))
         write_metrics_csv(self.metrics, os.path.join(self._output_dir, "metrics.csv"))
-        written = ["metrics.json", "metrics.csv"]
+        write_thresholds(ev.thresholds, os.path.join(self._output_dir, "thresholds.json"))
+        written = ["metrics.json", "metrics.csv", "thresholds.json"]
         if self._plot:
             written.append(os.path.basename(plot_pr_curves(
                 {self._metadata.name: ev}, os.path.join(self._output_dir, "pr_curves.png"))))
@@ -163,6 +175,9 @@ def _detectron2_pr(ev: Evaluation) -> Dict[str, float]:
 def build_pr_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> PREvaluator:
     """The evaluator the trainer uses, with thresholds from cfg.TEST.PR (gn_det.config)."""
     pr = cfg.TEST.PR
+    target = pr.get("TARGET_PRECISION", 0.0)
     return PREvaluator(dataset_name, output_dir=output_dir,
                        iou_thresholds=list(pr.IOU_THRESHOLDS),
-                       score_thresholds=list(pr.SCORE_THRESHOLDS), main_score=pr.MAIN_SCORE)
+                       score_thresholds=list(pr.SCORE_THRESHOLDS), main_score=pr.MAIN_SCORE,
+                       engine=pr.get("ENGINE", DEFAULT_ENGINE),
+                       target_precision=float(target) if target else None)

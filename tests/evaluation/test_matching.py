@@ -1,9 +1,12 @@
-"""gn_det.evaluation.matching against a plain greedy matcher written here from the COCO rules."""
+"""gn_det.evaluation.matching (pycocotools' evalImgs) and gn_det.evaluation.greedy (the same rule
+for faster-coco-eval) against a plain greedy matcher written here from the COCO rules."""
 import numpy as np
 import pytest
 
 from cli_harness import coco_scene as scene
 from gn_det.evaluation.coco_stats import run_cocoeval
+from gn_det.evaluation.engine import ENGINES
+from gn_det.evaluation.greedy import match_detections
 from gn_det.evaluation.matching import best_f1, counts_at, curve, match_from_cocoeval, ratios
 from gn_det.evaluation.results import load_ground_truth, load_results, results_to_coco
 from gn_det.evaluation.synthetic import make_coco_pair
@@ -70,14 +73,22 @@ def reference_counts(gt, dets, iou_thr, score_thrs):
     return counts
 
 
-def ours(gt, dets, ious):
-    coco_gt = load_ground_truth(gt)
-    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
-    return match_from_cocoeval(cocoeval, ious)
+def ours(gt, dets, ious, engine="pycocotools"):
+    coco_gt = load_ground_truth(gt, engine)
+    dets = load_results(dets, coco_gt)
+    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, dets))
+    if engine == "pycocotools":
+        return match_from_cocoeval(cocoeval, ious)
+    return match_detections(coco_gt, dets, ious)
 
 
 def assert_same_counts(gt, dets, ious=(0.5, 0.75), scores=SCORES):
+    """Both matchers give the reference's counts, and the same Matches as each other."""
     m = ours(gt, dets, ious)
+    g = ours(gt, dets, ious, "faster")
+    for name in ("scores", "labels", "tp", "fp", "num_gt", "image_ids", "det_ids", "gt_match",
+                 "gt_ids", "gt_image_ids", "gt_labels", "gt_ignore"):
+        assert np.array_equal(getattr(m, name), getattr(g, name)), name
     tp, fp, fn = counts_at(m, scores)
     for t, iou in enumerate(ious):
         ref = reference_counts(gt, dets, iou, scores)
@@ -200,7 +211,7 @@ def test_matches_are_sorted_and_unknown_iou_is_named():
 def test_each_detection_and_gt_is_located():
     gt, dets = make_coco_pair(num_images=8, dets_per_image=20, num_classes=3,
                               crowd_fraction=0.1, seed=8)
-    coco_gt = load_ground_truth(gt)
+    coco_gt = load_ground_truth(gt, "pycocotools")
     cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
     m = match_from_cocoeval(cocoeval, [0.5, 0.62])
     # det_ids are loadRes ids: 1 + the entry's index in the results list
@@ -229,9 +240,24 @@ def test_each_detection_and_gt_is_located():
 def test_repeated_gt_ids_are_refused():
     gt, dets = scene([(1, 1, (10, 10, 40, 40)), (2, 1, (10, 10, 40, 40))],
                      [(1, 1, (10, 10, 40, 40), 0.9)])
-    coco_gt = load_ground_truth(gt)
+    coco_gt = load_ground_truth(gt, "pycocotools")
     coco_gt.dataset["annotations"][1]["id"] = 1  # behind load_ground_truth's back
     coco_gt.createIndex()
     cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
     with pytest.raises(ValueError, match="annotation ids repeat"):
         match_from_cocoeval(cocoeval, [0.5])
+
+
+def test_faster_cocoeval_has_no_evalimgs_to_read():
+    gt, dets = scene([(1, 1, (10, 10, 40, 40))], [(1, 1, (10, 10, 40, 40), 0.9)])
+    coco_gt = load_ground_truth(gt, "faster")
+    cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, load_results(dets, coco_gt)))
+    with pytest.raises(ValueError, match="greedy.match_detections"):
+        match_from_cocoeval(cocoeval, [0.5])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_best_f1_under_both_engines(engine):
+    gt, dets = make_coco_pair(num_images=10, dets_per_image=30, num_classes=3, seed=9)
+    assert [best_f1(ours(gt, dets, [0.5], engine), 0.5, k) for k in range(3)] == \
+        [best_f1(ours(gt, dets, [0.5]), 0.5, k) for k in range(3)]

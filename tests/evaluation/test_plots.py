@@ -38,8 +38,9 @@ def test_score_curves_and_confusion_matrix_pngs(tmp_path, classes):
     for p in paths:
         assert mpimg.imread(p).shape[:2] == (560, 800)  # 8 x 5.6 in at 100 dpi
     img = mpimg.imread(plot_confusion_matrix(ev.confusion, str(tmp_path / "cm.png")))
-    side = max(4.5, 0.55 * (classes + 1) + 2.5)
-    assert img.shape[:2] == (round(100 * (side + 0.8)), round(100 * (2 * side + 1.0)))
+    side = max(4.5, 0.36 * (classes + 1) + 2.5)
+    dpi = 100 if classes + 1 <= 12 else 85
+    assert img.shape[:2] == (round(dpi * (side + 1.2)), round(dpi * (2 * side + 1.0)))
 
 
 def test_confusion_matrix_png_without_detections(tmp_path):

@@ -37,7 +37,14 @@ def test_csv_has_every_number_once(two_runs, tmp_path):
     rows = list(csv.DictReader(open(path)))
     n_classes = len(m["ap_per_class"])
     n_pr = sum(len(by_score) for by_score in m["pr"].values()) * (n_classes + 1)
-    assert len(rows) == 12 + n_classes + n_pr + n_classes + 1
+    n_tide = 6 + 2 + 5 + 4  # dAP per type and of the two oracles, FP and FN split by type
+    assert len(rows) == 12 + n_classes + n_pr + n_classes + 1 + n_tide + n_classes
+    tide = {r["name"]: float(r["value"]) for r in rows if r["kind"] == "tide_dap"}
+    assert tide["missed"] == pytest.approx(m["tide"]["dAP"]["missed"], abs=1e-6)
+    thr = {r["name"]: r for r in rows if r["kind"] == "threshold"}
+    for name, entry in m["thresholds"]["classes"].items():
+        assert float(thr[name]["score"]) == pytest.approx(entry["threshold"], rel=1e-5)
+        assert int(thr[name]["tp"]) == entry["tp"]
     ap = [r for r in rows if r["kind"] == "coco" and r["name"] == "AP"][0]
     assert float(ap["value"]) == pytest.approx(m["coco"]["AP"], rel=1e-5)
     best = [r for r in rows if r["kind"] == "best_f1" and r["name"] == "overall"][0]
@@ -47,9 +54,15 @@ def test_csv_has_every_number_once(two_runs, tmp_path):
 
 def test_tables(two_runs):
     table = format_pr_table(two_runs["bn"])
-    assert table.splitlines()[0] == ("P/R/F1 at IoU 0.5, score >= 0.5 "
-                                     "(overall: summed over classes)")
+    assert table.splitlines()[0].startswith("P/R/F1 at IoU 0.5, score >= 0.5 "
+                                            "(overall: summed over classes); thr:")
     assert "class_01" in table and "| overall" in table
+    header = [c.strip() for c in table.splitlines()[1].strip("|").split("|")]
+    assert header[-4:] == ["thr", "P@thr", "R@thr", "F1@thr"]
+    row = [c.strip() for c in table.splitlines()[3].strip("|").split("|")]
+    entry = two_runs["bn"]["thresholds"]["classes"][row[0]]
+    assert row[-4:] == [f"{entry['threshold']:.3g}", f"{entry['precision']:.3f}",
+                        f"{entry['recall']:.3f}", f"{entry['f1']:.3f}"]
     coco = format_coco_table(two_runs)
     delta = two_runs["gn"]["coco"]["AP"] - two_runs["bn"]["coco"]["AP"]
     assert f"{delta:+.3f}" in coco
@@ -85,4 +98,4 @@ def test_confusion_table_and_error_analysis_files(tmp_path):
     assert names == ["confusion_matrix.csv"]
     names = [p.rsplit("/", 1)[1] for p in write_error_analysis(ev, str(tmp_path / "b"))]
     assert names == ["confusion_matrix.csv", "confusion_matrix.png", "p_curve.png",
-                     "r_curve.png", "f1_curve.png"]
+                     "r_curve.png", "f1_curve.png", "tide_errors.png"]

@@ -79,7 +79,8 @@ def test_results_are_copied_and_normalized():
     out = load_results(raw, coco)
     assert out[0]["bbox"] == [1.0, 2.0, 3.0, 4.0] and out[0]["score"] == 1.0
     results_to_coco(coco, out)
-    assert "id" not in raw[0] and "id" not in out[0]  # loadRes writes into copies only
+    assert "id" not in raw[0]  # the caller's list is untouched: load_results copied it
+    assert out[0]["id"] == 1 and out[0]["area"] == 12.0  # numbered as COCO.loadRes does
 
 
 @pytest.mark.parametrize("mutate, words", [

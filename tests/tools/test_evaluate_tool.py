@@ -15,9 +15,11 @@ ROOT = REPO
 
 
 def evaluate(*args, cwd=None):
+    """tools/evaluate.py in a subprocess under umask 022 (what the modes below expect)."""
     return subprocess.run([sys.executable, str(ROOT / "tools" / "evaluate.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                          preexec_fn=lambda: os.umask(0o022))
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,11 @@ def test_single_run_writes_outputs(files):
     r = evaluate("--gt", files / "gt.json", "--dt", files / "a.json", "--out", out,
                  "--iou", "0.5", "0.75", "--score", "0.3", "0.5")
     assert r.returncode == 0, r.stderr
-    for f in ("metrics.json", "metrics.csv", "pr_curves.png", "confusion_matrix.csv",
-              "confusion_matrix.png", "p_curve.png", "r_curve.png", "f1_curve.png"):
+    for f in ("metrics.json", "metrics.csv", "thresholds.json", "pr_curves.png",
+              "confusion_matrix.csv", "confusion_matrix.png", "p_curve.png", "r_curve.png",
+              "f1_curve.png", "tide_errors.png"):
         assert (out / f).stat().st_size > 0, f
+        assert (out / f).stat().st_mode & 0o777 == 0o644, f  # the umask's mode (022 here)
     m = json.loads((out / "metrics.json").read_text())
     assert list(m["pr"]) == ["0.5", "0.75"] and list(m["pr"]["0.5"]) == ["0.3", "0.5"]
     assert 0.0 <= m["coco"]["AP"] <= 1.0
@@ -48,7 +52,8 @@ def test_single_run_writes_outputs(files):
     assert len(pr) == 1
     assert float(pr[0]["recall"]) == pytest.approx(m["pr"]["0.5"]["0.5"]["overall"]["recall"],
                                                    abs=1e-6)
-    assert {x["kind"] for x in rows} == {"coco", "ap", "pr", "best_f1"}
+    assert {x["kind"] for x in rows} == {"coco", "ap", "pr", "best_f1", "tide_dap", "tide_fp",
+                                         "tide_fn", "threshold"}
     assert "P/R/F1 at IoU 0.5, score >= 0.5" in r.stdout and "| overall" in r.stdout
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the confusion matrix at the main IoU (first --iou) and --main-score, from the same matches

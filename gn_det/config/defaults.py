@@ -49,6 +49,11 @@ def _add_eval_config(cfg: CN):
     cfg.TEST.PR.IOU_THRESHOLDS = [0.5, 0.75]
     cfg.TEST.PR.SCORE_THRESHOLDS = [0.05, 0.3, 0.5, 0.7]
     cfg.TEST.PR.MAIN_SCORE = 0.5
+    # The COCOeval engine: "faster" (faster-coco-eval) or "pycocotools" (the reference, slower;
+    # same numbers). thresholds.json's rule: per class the lowest score reaching this precision;
+    # 0 = the best-F1 score.
+    cfg.TEST.PR.ENGINE = "faster"
+    cfg.TEST.PR.TARGET_PRECISION = 0.0
 
 
 def _add_train_config(cfg: CN):

@@ -14,4 +14,5 @@ dataloader.train.mapper.use_instance_mask = False
 dataloader.evaluator = L(PREvaluator)(
     dataset_name="${..test.dataset.names}",
     output_dir="${...train.output_dir}/inference/${..test.dataset.names}",
-    iou_thresholds=[0.5, 0.75], score_thresholds=[0.05, 0.3, 0.5, 0.7], main_score=0.5)
+    iou_thresholds=[0.5, 0.75], score_thresholds=[0.05, 0.3, 0.5, 0.7], main_score=0.5,
+    engine="faster", target_precision=None)

@@ -187,3 +187,134 @@ def test_fold_ws_keeps_frozen_parameters_frozen():
     folded = fold_ws(model)
     assert [p.requires_grad for p in folded[0].parameters()] == [False, False]
     assert [p.requires_grad for p in folded[1].parameters()] == [True]
+
+
+# --- precision and memory format: the standardized weight in the conv's dtype and layout,
+# computed once per forward pass inside ws_step_cache.
+
+CL = torch.channels_last
+
+
+@pytest.mark.parametrize("style", ["timm", "mmcv"])
+def test_channels_last_weight_standardizes_without_changing_layout(style):
+    w = torch.randn(8, 4, 3, 3)
+    ref = standardize_weight(w, style, 1e-5)
+    got = standardize_weight(w.contiguous(memory_format=CL), style, 1e-5)
+    assert got.is_contiguous(memory_format=CL) and not got.is_contiguous()
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_inexact_formulation_is_the_same_formula():
+    w = torch.randn(16, 8, 3, 3) * 0.05 + 0.01
+    torch.testing.assert_close(standardize_weight(w, "timm", 1e-6, exact=False),
+                               standardize_weight(w, "timm", 1e-6), atol=1e-5, rtol=1e-5)
+
+
+def _spy_conv(conv):
+    """Record the weight each F.conv2d call of `conv` receives."""
+    seen = []
+    forward = conv._conv_forward
+
+    def spy(x, weight, bias):
+        seen.append(weight)
+        return forward(x, weight, bias)
+
+    conv._conv_forward = spy
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("train", [True, False])
+def test_under_autocast_the_conv_gets_the_weight_in_its_dtype_and_layout(dtype, train):
+    """The standardized weight reaches the conv already in the autocast dtype (no cast on every
+    call) and in the input's layout; fp32 statistics, so it equals the fp32 result rounded
+    once. (CPU fp16 autocast stands in for CUDA fp16 here.)"""
+    torch.manual_seed(0)
+    conv = WSConv2d(8, 16, 3, padding=1).train(train)
+    seen = _spy_conv(conv)
+    x = torch.randn(2, 8, 6, 7).contiguous(memory_format=CL)
+    with torch.autocast("cpu", dtype=dtype), torch.set_grad_enabled(train):
+        out = conv(x)
+        conv(x)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=CL)
+    for w in seen:
+        assert w.dtype == dtype and w.is_contiguous(memory_format=CL)
+    ref = standardize_weight(conv.weight.detach(), "timm", conv.ws_eps).to(dtype)
+    torch.testing.assert_close(seen[0].detach(), ref, atol=0, rtol=2 ** -7)
+    if not train:
+        assert seen[0] is seen[1]  # the eval cache holds the bf16 / fp16 weight
+    with torch.no_grad():  # outside autocast: fp32 again, NCHW for an NCHW input
+        conv(x.contiguous())
+    assert seen[-1].dtype == torch.float32 and seen[-1].is_contiguous()
+
+
+def _count_standardizations(monkeypatch):
+    import gn_det.layers.ws_conv as ws_conv
+
+    calls = []
+    real = ws_conv.standardize_weight
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ws_conv, "standardize_weight", counting)
+    return calls
+
+
+class SharedConvHead(nn.Module):
+    """One WS conv applied to several feature maps, as RetinaNet's head does per FPN level."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = WSConv2d(4, 4, 3, padding=1)
+        self.other = WSConv2d(4, 2, 1)
+
+    def forward(self, levels):
+        return sum(self.other(torch.relu(self.conv(f))).square().mean() for f in levels)
+
+
+def _levels(seed=0, n=2):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 4, s, s, generator=g) for s in (8, 4, 2)]
+
+
+def test_once_per_forward_pass_in_a_step_cache(monkeypatch):
+    from gn_det.layers import ws_step_cache
+
+    calls = _count_standardizations(monkeypatch)
+    head = SharedConvHead()
+    head(_levels()).backward()
+    assert len(calls) == 6  # without the cache: every call (3 levels x 2 convs)
+    calls.clear()
+    with ws_step_cache():
+        loss = head(_levels())
+    assert len(calls) == 2  # once per conv
+    loss.backward()
+    with ws_step_cache():  # the next pass computes afresh: its graph is its own
+        head(_levels(1)).backward()
+    assert len(calls) == 4
+
+
+def test_step_cache_gives_the_same_gradients_and_accumulates_correctly():
+    """Two micro-steps, each in its own ws_step_cache block, accumulate the gradient of one
+    pass over both halves; and one pass with the cache equals one without it."""
+    from gn_det.layers import ws_step_cache
+
+    torch.manual_seed(0)
+    head = SharedConvHead()
+    both = [torch.cat([a, b]) for a, b in zip(_levels(0), _levels(1))]
+    (head(both) * 2).backward()
+    ref = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    with ws_step_cache():
+        (head(both) * 2).backward()
+    for p, r in zip(head.parameters(), ref):  # summed in another order: fp32 rounding
+        torch.testing.assert_close(p.grad, r, atol=1e-6, rtol=1e-5)
+    head.zero_grad()
+    for seed in (0, 1):  # mean over 2 images per half = half the mean over 4, times 2
+        with ws_step_cache():
+            loss = head(_levels(seed))
+        loss.backward()
+    for p, r in zip(head.parameters(), ref):
+        torch.testing.assert_close(p.grad, r, atol=1e-5 * float(r.abs().max()), rtol=1e-4)

@@ -1,0 +1,124 @@
+"""GroupNorm: torch's nn.GroupNorm, with a faster backward for channels_last inputs on CPU.
+
+torch's CPU GroupNorm kernel is fused and fast in NCHW, and its channels_last forward is too, but
+its channels_last input gradient loops over the channels of one group without vectorizing them:
+with few channels per group (C/G = 2 in a ResNet's res2 at 32 groups, 4 in a 128-channel FPN) it
+took 10-40x the NCHW time in bf16 (docs/PERFORMANCE.md), a third of a bf16 channels_last
+training step. Here the forward is torch's, and the backward takes from torch's kernel only what
+it does fast in channels_last (the per-channel sums behind the affine gradients, one image at a
+time) and forms the input gradient with one more of torch's fused passes: statistics stay in fp32
+and no tensor changes memory format. Everywhere else (NCHW, CUDA, no gradient, tracing,
+scripting, compiling, more channels per group than MAX_CHANNELS_PER_GROUP) it is plain
+`F.group_norm`.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layout import is_channels_last
+
+__all__ = ["GroupNorm", "group_norm_channels_last", "use_fast_group_norm"]
+
+# Channels per group up to which this backward beat torch's channels_last one (bf16 / fp16
+# inputs, and fp32; docs/PERFORMANCE.md): beyond, torch's kernel vectorizes over the channels.
+MAX_CHANNELS_PER_GROUP = {"half": 8, "float": 2}
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters, state dict and outputs) whose backward is fast on
+    channels_last CPU inputs; see the module docstring."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            if _fast_backward_applies(x, self.num_groups):
+                return self._channels_last(x)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    @torch.jit.unused
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def use_fast_group_norm(model: nn.Module) -> int:
+    """Make every plain nn.GroupNorm in `model` (GN, LN_CHW, IN as build_norm makes them) a
+    GroupNorm, in place (same parameters, state dict and outputs); returns how many. The
+    builders keep torch's class, so a model is detectron2's module for module until it is
+    prepared for channels_last training (gn_det.engine.precision)."""
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.GroupNorm:
+            module.__class__ = GroupNorm
+            count += 1
+    return count
+
+
+def _fast_backward_applies(x: torch.Tensor, num_groups: int) -> bool:
+    limit = MAX_CHANNELS_PER_GROUP["float" if x.dtype == torch.float32 else "half"]
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and x.requires_grad
+            and is_channels_last(x) and x.shape[1] // num_groups <= limit
+            and not torch.jit.is_tracing() and not _compiling())
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling")
+                and compiler.is_compiling())
+
+
+def group_norm_channels_last(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+    """F.group_norm for a 4D channels_last `x`, with the backward of the module docstring.
+    `weight` / `bias` may be None (no affine)."""
+    channels = x.shape[1]
+    w = weight if weight is not None else torch.ones(channels, device=x.device)
+    b = bias if bias is not None else torch.zeros(channels, device=x.device)
+    return _GroupNormChannelsLast.apply(x, num_groups, w, b, eps)
+
+
+class _GroupNormChannelsLast(torch.autograd.Function):
+    """y = (x - mean) * rstd * gamma + beta per (image, group); mean and rstd in fp32.
+
+    With s1 = sum over a group of gamma * dy * xhat and s2 = sum of gamma * dy (M elements):
+        dx = rstd * gamma * dy + rstd * (-(s1 / M) * xhat - s2 / M)
+    The second term is GroupNorm's own forward of x with gamma' = -rstd * s1 / M and
+    beta' = -rstd * s2 / M per group, which torch's kernel computes in one fused pass with fp32
+    statistics; s1 and s2 come from the per-channel sums torch's backward gives for gamma / beta.
+    """
+
+    @staticmethod
+    def forward(ctx, x, num_groups, weight, bias, eps):
+        n, c, h, w = x.shape
+        y, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, n, c, h * w,
+                                                        num_groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.num_groups, ctx.eps = num_groups, eps
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        groups, eps = ctx.num_groups, ctx.eps
+        n, c, h, w = x.shape
+        per_group = c // groups
+        count = per_group * h * w
+        dy = dy.contiguous(memory_format=torch.channels_last)
+        gamma = weight.float().view(groups, per_group)
+        dx, dgamma, dbeta = [], 0, 0
+        for i in range(n):  # torch's per-channel sums are fast in channels_last, summed over N
+            xi, dyi = x[i:i + 1], dy[i:i + 1]
+            _, dg, db = torch.ops.aten.native_group_norm_backward(
+                dyi, xi, mean[i:i + 1], rstd[i:i + 1], weight, 1, c, h * w, groups,
+                [False, True, True])
+            rs = rstd[i].view(groups, 1)
+            s1 = (dg.float().view(groups, per_group) * gamma).sum(1, keepdim=True)
+            s2 = (db.float().view(groups, per_group) * gamma).sum(1, keepdim=True)
+            gamma2 = (-rs * s1 / count).expand(groups, per_group).reshape(c)
+            beta2 = (-rs * s2 / count).expand(groups, per_group).reshape(c)
+            rest = torch.ops.aten.native_group_norm(xi, gamma2, beta2, 1, c, h * w, groups,
+                                                    eps)[0]
+            scale = (rs * gamma).reshape(1, c, 1, 1).to(x.dtype)
+            dx.append(torch.addcmul(rest, scale, dyi))
+            dgamma, dbeta = dgamma + dg, dbeta + db
+        dx = torch.cat(dx) if n > 1 else dx[0]
+        return (dx if ctx.needs_input_grad[0] else None, None,
+                dgamma if ctx.needs_input_grad[2] else None,
+                dbeta if ctx.needs_input_grad[3] else None, None)

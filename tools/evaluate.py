@@ -20,6 +20,8 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
+import time
 from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -150,11 +152,17 @@ def evaluate(args) -> int:
         written.append(write_comparison_csv(metrics, os.path.join(args.out, "comparison.csv")))
     done()
     if plot:
+        start = time.perf_counter()
+
+        def saved(paths):  # one line per figure: no silent stretch while plotting
+            logger.info("plots: %s (%.1fs so far)", ", ".join(os.path.basename(p) for p in paths),
+                        time.perf_counter() - start)
+
         from gn_det.evaluation.plots import plot_pr_curves  # matplotlib: only when plotting
 
         for n, ev in evaluations.items():
             run_dir = args.out if len(names) == 1 else os.path.join(args.out, n)
-            written += write_error_plots(ev, run_dir, None if len(names) == 1 else n)
+            written += write_error_plots(ev, run_dir, None if len(names) == 1 else n, saved)
         written.append(plot_pr_curves(evaluations, os.path.join(args.out, "pr_curves.png"),
                                       max_class_panels=args.max_class_panels,
                                       title=" vs ".join(names)))
@@ -168,7 +176,8 @@ def evaluate(args) -> int:
     else:
         tables = [format_comparison_table(metrics)]
     print("\n\n".join(tables))
-    print("\nwrote " + ", ".join(written))
+    print("\n" + textwrap.fill(f"wrote to {args.out}: " + ", ".join(
+        os.path.relpath(p, args.out) for p in written), width=120, break_on_hyphens=False))
     return 0
 
 

@@ -3,22 +3,23 @@ size: the weights of its gn_det.utils.progress.Phases, so that the first ETA (af
 step, which also measures how fast the machine is today) is honest although the steps differ
 tenfold in length.
 
-The per-megabyte costs were measured on the synthetic COCO-sized sets (gn_det.evaluation.synthetic,
-500 and 5,000 images, 80 classes, 100 detections per image: ~95 bytes per detection) with
-`python -m gn_det.benchmark.eval_speed --phases`; only their ratios matter.
+The per-megabyte costs are the step times tools/evaluate.py logs on the synthetic COCO-sized sets
+(gn_det.evaluation.synthetic: 500 and 5,000 images, 80 classes, 100 detections per image, ~95
+bytes per detection; gn_det.benchmark.eval_speed makes them); only their ratios matter.
 """
 import os
 from typing import List, Sequence, Tuple
 
 # seconds per MB of results JSON (per MB of ground truth for the ground-truth steps)
 _PER_MB = {
-    "load_gt": 0.045, "check_gt": 0.09,
-    "load_dt": 0.045, "check_dt": 0.03,
-    "cocoeval:faster": 0.20, "cocoeval:pycocotools": 1.45,
-    "matching": 0.04, "pr": 0.03, "write": 0.004,
+    "load_gt": 0.05, "check_gt": 0.05,
+    "load_dt": 0.075, "check_dt": 0.03,
+    "cocoeval:faster": 0.32, "cocoeval:pycocotools": 1.5,
+    "matching": 0.07, "pr": 0.06, "write": 0.003,
 }
-# plots: a fixed part, per class, and per MB of results (curves drawn through every score)
-_PLOT_FIXED, _PLOT_PER_CLASS, _PLOT_PER_MB = 1.2, 0.02, 0.02
+# plots: a fixed part (matplotlib's import and the figures' frames), per class, and per MB of
+# results (the curves are drawn through every distinct score)
+_PLOT_FIXED, _PLOT_PER_CLASS, _PLOT_PER_MB = 1.6, 0.022, 0.023
 _MIN_STEP = 0.02
 
 

@@ -5,7 +5,7 @@ user's umask (gn_det.utils.file_io). Console tables: gn_det.evaluation.tables.""
 import csv
 import io
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 from ..utils.file_io import atomic_write, write_json
 from .confusion import write_confusion_csv
@@ -113,14 +113,20 @@ def write_error_analysis(ev: Evaluation, out_dir: str, plot: bool = True,
     return paths
 
 
-def write_error_plots(ev: Evaluation, out_dir: str, title: Optional[str] = None) -> List[str]:
+def write_error_plots(ev: Evaluation, out_dir: str, title: Optional[str] = None,
+                      written: Optional[Callable[[List[str]], object]] = None) -> List[str]:
     """confusion_matrix.png, p_curve.png, r_curve.png, f1_curve.png and tide_errors.png in
-    `out_dir`; returns their paths."""
+    `out_dir`; returns their paths. `written(paths)` is called as each figure is saved (for
+    progress lines)."""
     # matplotlib loads only when plotting: scoring alone stays light to import
     from .plots import plot_confusion_matrix, plot_score_curves, plot_tide
 
+    note = written or (lambda paths: None)
     paths = [plot_confusion_matrix(ev.confusion, os.path.join(out_dir, "confusion_matrix.png"),
                                    title)]
+    note(paths[-1:])
     paths += plot_score_curves(ev, out_dir, title)
+    note(paths[-3:])
     paths.append(plot_tide(ev.metrics["tide"], os.path.join(out_dir, "tide_errors.png"), title))
+    note(paths[-1:])
     return paths

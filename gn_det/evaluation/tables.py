@@ -11,7 +11,7 @@ from .coco_stats import STAT_NAMES
 from .metrics import Evaluation, threshold_key
 
 WIDTH = 120
-NAME_WIDTH = 22
+NAME_WIDTH = 16
 TOP_CONFUSIONS = 12
 
 
@@ -74,7 +74,8 @@ def format_pr_table(metrics: Dict) -> str:
             else f"precision >= {thresholds.get('target_precision')}")
     title = (f"P/R/F1 at IoU {threshold_key(s['main_iou'])}, score >= "
              f"{threshold_key(s['main_score'])} (overall: summed over classes); thr: the "
-             f"class's threshold in thresholds.json ({rule}; none: keeps nothing)")
+             f"class's threshold\nin thresholds.json ({rule}; none: keeps nothing) and what it "
+             "gives")
     return title + "\n" + _table(rows, headers)
 
 

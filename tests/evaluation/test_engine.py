@@ -1,8 +1,11 @@
 """gn_det.evaluation.engine: faster-coco-eval and pycocotools give the same 12 stats, per-class AP,
 matches, P/R, confusion matrix, TIDE breakdown and thresholds on every corpus; the vectorized
 matcher agrees with faster-coco-eval's own matched pairs; importing the evaluation loads no
-torch, detectron2 or OpenCV; faster-coco-eval's needs (integer image ids) are named in one line."""
+torch, detectron2 or OpenCV; faster-coco-eval's needs (integer image ids) are named in one
+line; every bad input of the evaluation ends in the same one line under both engines."""
 import contextlib
+import dataclasses
+import importlib.util
 import io
 import json
 import os
@@ -14,6 +17,7 @@ import pytest
 from faster_coco_eval import COCO as FasterCOCO
 from faster_coco_eval import COCOeval_faster
 
+from cli_harness import Case, Inputs, root_logs_to_stderr, run_case, write
 from corpora import eval_corpora
 from gn_det.evaluation.coco_stats import STAT_NAMES, coco_stats, per_class_ap
 from gn_det.evaluation.engine import ENGINES, check_engine, coco_classes, engine_of
@@ -148,3 +152,69 @@ def test_cv2_stays_importable_after_the_engine_hid_it():
                          capture_output=True, text=True, cwd=REPO, timeout=120,
                          env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert out.returncode == 0 and out.stdout.strip() == "cv2", out.stderr
+
+
+# ------------------------------------------------------------------------ bad input, both engines
+def _bad_input_suite():
+    """tests/tools/test_bad_inputs.py's evaluation cases (results files), loaded by path: that
+    folder is not on sys.path here."""
+    spec = importlib.util.spec_from_file_location(
+        "bad_inputs_suite", REPO / "tests" / "tools" / "test_bad_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.results_cases()
+
+
+def _gt_case(name, mutate, words):
+    """tools/evaluate.py on a tiny val ground truth changed by `mutate` and a valid results list."""
+    def build(inputs, tmp):
+        gt = inputs.coco()
+        a = gt["annotations"][0]
+        dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                 "score": 0.9}]
+        content = mutate(gt)
+        return "evaluate", ["--gt", write(tmp / "gt.json", gt if content is None else content),
+                            "--dt", write(tmp / "results.json", dets), "--out",
+                            str(tmp / "eval"), "--no-plot"]
+    return Case("results", name, "error", words, build)
+
+
+GT_CASES = [
+    _gt_case("ground truth not JSON", lambda g: "{", "not valid JSON"),
+    _gt_case("ground truth without annotations", lambda g: g.pop("annotations") and None,
+             "missing list 'annotations'"),
+    _gt_case("annotation on an unknown image",
+             lambda g: g["annotations"][0].update(image_id=999),
+             "annotations: entry 0: 'image_id': is 999, not an id in 'images'"),
+    _gt_case("annotation box of 3 numbers", lambda g: g["annotations"][0].update(bbox=[1, 2, 3]),
+             "'bbox': is [1, 2, 3]; expected 4 finite numbers"),
+    _gt_case("image id twice", lambda g: g["images"].append(dict(g["images"][0])),
+             "appears twice"),
+    _gt_case("category without an integer id", lambda g: g["categories"][0].update(id="a"),
+             "a category needs an integer 'id'"),
+]
+BAD_CASES = _bad_input_suite() + GT_CASES
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return Inputs(tmp_path_factory.mktemp("bad_inputs_engines"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("case", BAD_CASES, ids=[c.name for c in BAD_CASES])
+def test_bad_input_ends_the_same_under_both_engines(case, engine, inputs, tmp_path,
+                                                    monkeypatch):
+    """Every evaluation case of the bad-input suite (and bad ground truth) ends as it expects
+    (one `evaluate.py: error:` line with its words, or the warning) under each engine."""
+    monkeypatch.delenv("GN_DET_DEBUG", raising=False)
+
+    def build(inputs, tmp):
+        cli, argv = case.build(inputs, tmp)
+        return cli, argv + ["--engine", engine]
+
+    with root_logs_to_stderr():
+        outcome = run_case(dataclasses.replace(case, build=build), inputs, tmp_path,
+                           in_process=True)
+    assert not outcome.problem, f"ended {outcome.code}: {outcome.line}"
+    assert outcome.code == (2 if case.expect == "error" else 0)

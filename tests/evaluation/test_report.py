@@ -57,9 +57,9 @@ def test_tables(two_runs):
     assert table.splitlines()[0].startswith("P/R/F1 at IoU 0.5, score >= 0.5 "
                                             "(overall: summed over classes); thr:")
     assert "class_01" in table and "| overall" in table
-    header = [c.strip() for c in table.splitlines()[1].strip("|").split("|")]
+    header = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
     assert header[-4:] == ["thr", "P@thr", "R@thr", "F1@thr"]
-    row = [c.strip() for c in table.splitlines()[3].strip("|").split("|")]
+    row = [c.strip() for c in table.splitlines()[4].strip("|").split("|")]
     entry = two_runs["bn"]["thresholds"]["classes"][row[0]]
     assert row[-4:] == [f"{entry['threshold']:.3g}", f"{entry['precision']:.3f}",
                         f"{entry['recall']:.3f}", f"{entry['f1']:.3f}"]

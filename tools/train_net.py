@@ -1,49 +1,8 @@
 #!/usr/bin/env python
-"""Train or evaluate a detector with GN / GN+WS components: detectron2's train_net CLI
-(--config-file, --num-gpus, --num-machines, --machine-rank, --dist-url, --resume, --eval-only,
-trailing opts), CPU when CUDA is absent, final metrics in OUTPUT_DIR/metrics_final.json. Bad input
-(config, dataset, weights, a NaN loss) ends in one `train_net: error:` line and exit status 2, from
-any process; --debug (or GN_DET_DEBUG=1) shows the traceback."""
-import os
-import sys
-import time
+"""Train or evaluate a detector with GN / GN+WS components (detectron2's train_net flags).
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import gn_det  # noqa: E402,F401  (compat shims + registrations before detectron2 submodules)
-from gn_det.cli import quiet_logged_tracebacks, run_cli  # noqa: E402
-from gn_det.config import load_cfg  # noqa: E402
-from gn_det.data import check_num_classes, register_datasets_from_cfg  # noqa: E402
-from gn_det.engine import Trainer, default_setup, launch_cli, write_final_metrics  # noqa: E402
-from gn_det.checkpoint import AtomicCheckpointer  # noqa: E402
-
-
-def setup(args):
-    cfg = load_cfg(args.config_file, args.opts)
-    register_datasets_from_cfg(cfg)
-    check_num_classes(cfg)
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
-
-
-def main(args):
-    quiet_logged_tracebacks()  # in each process: a user error is one line in the log too
-    cfg = setup(args)
-    start = time.perf_counter()
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
-                           skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
-        results, iteration = Trainer.test(cfg, model), None
-    else:
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        trainer.train()
-        results, iteration = getattr(trainer, "_last_eval_results", {}), trainer.iter
-    write_final_metrics(cfg.OUTPUT_DIR, args.config_file, iteration, start, results)
-    return results
-
+The command is gn_det.commands.train_net, also installed as `gn-det-train-net`."""
+from gn_det.commands.train_net import run
 
 if __name__ == "__main__":
-    run_cli(lambda: launch_cli(main), "train_net")
+    run()

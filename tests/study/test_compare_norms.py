@@ -2,7 +2,6 @@
 iterations at 64 px): outputs, the per-cell scaling, shared initialization, progress lines,
 skipping finished cells on a rerun, and one-line errors for bad flags."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,8 @@ import yaml
 from PIL import Image
 
 from cli_harness import TINY_MODEL_OPTS
+from gn_det.commands import compare_norms
+
 from helpers import REPO
 
 TOOL = REPO / "tools" / "compare_norms.py"
@@ -109,10 +110,7 @@ def test_rerun_skips_finished_cells(grid):
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("compare_norms_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return compare_norms
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -110,7 +110,7 @@ def evaluate(args) -> int:
     names = run_names(args)
     plot = not args.no_plot
     steps = evaluation_steps(args.gt, args.dt, names, args.engine, plot)
-    phases = Phases(len(steps), log=logger.info, weights=[w for _, w in steps], eta_after=0.08)
+    phases = Phases(len(steps), log=logger.info, weights=[w for _, w in steps], eta_after=0.05)
     step_names = iter(name for name, _ in steps)
 
     def done(detail: str = "") -> None:

@@ -90,13 +90,13 @@ def evaluate_detections(coco_gt, detections: List[Dict],
     engine = engine_of(coco_gt)
     cocoeval = run_cocoeval(coco_gt, results_to_coco(coco_gt, detections), "bbox", img_ids,
                             progress=progress)
-    done(f"COCOeval ({engine}): IoUs, matching, accumulating")
+    done(f"{engine}: IoUs, matching, accumulating, the 12 stats")
     if engine == "pycocotools":
         matches = with_boxes(match_from_cocoeval(cocoeval, ious), coco_gt, detections)
     else:
         matches = match_detections(coco_gt, detections, ious, cocoeval.params.imgIds,
                                    int(cocoeval.params.maxDets[-1]))
-    done(f"matching at IoU {', '.join(threshold_key(t) for t in ious)} (P/R)")
+    done(f"at IoU {', '.join(threshold_key(t) for t in ious)}")
     names_by_id = category_names(coco_gt)
     names = [names_by_id[c] for c in matches.category_ids]
 
@@ -132,7 +132,7 @@ def evaluate_detections(coco_gt, detections: List[Dict],
         "thresholds": {k: thresholds[k] for k in ("rule", "target_precision", "iou", "kept",
                                                   "null_threshold", "classes")},
     }
-    done("P/R, best F1, confusion matrix, TIDE errors, thresholds")
+    done("best F1, confusion matrix, TIDE errors, thresholds")
     return Evaluation(metrics, matches, names, cocoeval, ious[0], float(main_score), scores,
                       outcomes, confusion, thresholds, coco_gt, list(cocoeval.params.imgIds))
 

@@ -13,9 +13,9 @@ from typing import List, Sequence, Tuple
 # seconds per MB of results JSON (per MB of ground truth for the ground-truth steps)
 _PER_MB = {
     "load_gt": 0.05, "check_gt": 0.05,
-    "load_dt": 0.075, "check_dt": 0.03,
-    "cocoeval:faster": 0.32, "cocoeval:pycocotools": 1.5,
-    "matching": 0.07, "pr": 0.06, "write": 0.003,
+    "load_dt": 0.05, "check_dt": 0.02,
+    "cocoeval:faster": 0.18, "cocoeval:pycocotools": 1.2,
+    "matching": 0.04, "pr": 0.035, "write": 0.003,
 }
 # plots: a fixed part (matplotlib's import and the figures' frames), per class, and per MB of
 # results (the curves are drawn through every distinct score)

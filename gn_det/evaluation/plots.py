@@ -289,7 +289,7 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str, title: Optional[str] =
     dpi = min(100.0 if n <= 12 else 85.0, MAX_SIDE_PX / max(width, height))
     fig = new_figure(figsize=(width, height), dpi=dpi)
     fig.subplots_adjust(left=1.6 / width, right=0.98, bottom=1.6 / height,
-                        top=1 - 1.1 / height, wspace=2.2 / side)
+                        top=1 - 1.5 / height, wspace=2.2 / side)
     annotate = n <= 30
     for i, (values, what) in enumerate(((counts, "counts"), (normalized, "row-normalized"))):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -298,12 +298,13 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str, title: Optional[str] =
         vmax = (np.nanmax(values[:, :-1][[j for j in range(n) if labels[j] != OTHER]][
             :, [j for j in range(n - 1) if labels[j] != OTHER]]) if i == 0 else 1.0)
         image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(vmax, 1e-9))
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        if i == 1 or not annotate:  # the counts are written in their cells
+            fig.colorbar(image, ax=ax, shrink=0.8)
         ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 30,
                       ha="center" if n > 6 else "right", fontsize=9)
-        ax.set_yticks(range(n), labels, fontsize=9)
+        ax.set_yticks(range(n), labels if i == 0 or n <= 12 else [], fontsize=9)
         ax.set_xlabel("predicted class (columns)")
-        ax.set_ylabel("ground-truth class (rows)")
+        ax.set_ylabel("ground-truth class (rows)" if i == 0 or n <= 12 else "same rows")
         ax.set_title(what, fontsize=11)
         if annotate and (i == 0 or n <= 12):  # many classes: the colors of the right panel
             top = np.nanmax(values) if np.isfinite(values).any() else 1.0

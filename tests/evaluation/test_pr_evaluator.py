@@ -20,7 +20,7 @@ from detectron2.structures import Boxes, Instances
 
 from gn_det.config import add_gn_det_config
 from gn_det.engine import launch
-from gn_det.evaluation import PREvaluator, ResultsError, build_pr_evaluator
+from gn_det.evaluation import PREvaluator, ResultsError, build_pr_evaluator, read_thresholds
 from gn_det.evaluation.synthetic import make_coco_pair
 
 CAT_IDS = [1, 5, 7]  # not contiguous: exercises the contiguous-index → dataset-id mapping
@@ -90,10 +90,13 @@ def test_end_to_end(tmp_path, caplog):
     evaluator = PREvaluator("gn_det_test_pr_e2e", output_dir=str(out))
     with caplog.at_level(logging.INFO):
         results = run(evaluator, model_io(gt, dets, "gn_det_test_pr_e2e"))
-    for f in ("metrics.json", "metrics.csv", "pr_curves.png", "coco_instances_results.json",
-              "confusion_matrix.csv", "confusion_matrix.png", "p_curve.png", "r_curve.png",
-              "f1_curve.png"):
+    for f in ("metrics.json", "metrics.csv", "thresholds.json", "pr_curves.png",
+              "coco_instances_results.json", "confusion_matrix.csv", "confusion_matrix.png",
+              "p_curve.png", "r_curve.png", "f1_curve.png", "tide_errors.png"):
         assert (out / f).is_file(), f
+    # the deploy thresholds the trainer's evaluator writes are what gn_det reads back
+    thresholds = read_thresholds(out / "thresholds.json")
+    assert set(thresholds.by_category_id) == set(CAT_IDS)
     # the evaluator's COCO numbers are pycocotools' on the results it wrote
     ref = reference_stats(gt_path, out / "coco_instances_results.json")
     names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -123,6 +126,7 @@ def test_end_to_end(tmp_path, caplog):
         at["per_class"][n]["tp"] for n in ("class_01", "class_02", "class_03")]
     assert sum(row[-1] for row in cm["matrix"]) <= at["overall"]["fn"]
     assert "Confusion matrix at IoU 0.5, score >= 0.5" in caplog.text
+    assert "Errors by type (TIDE) at IoU 0.5" in caplog.text
 
 
 def test_same_ap_as_detectron2_coco_evaluator(tmp_path):
@@ -158,10 +162,19 @@ def test_build_from_config(tmp_path):
     make_dataset(tmp_path, "gn_det_test_pr_cfg", num_images=2)
     cfg = add_gn_det_config(get_cfg())
     assert list(cfg.TEST.PR.SCORE_THRESHOLDS) == [0.05, 0.3, 0.5, 0.7]
+    assert (cfg.TEST.PR.ENGINE, cfg.TEST.PR.TARGET_PRECISION) == ("faster", 0.0)
     cfg.TEST.PR.IOU_THRESHOLDS = [0.6]
     cfg.TEST.PR.MAIN_SCORE = 0.4
+    cfg.TEST.PR.ENGINE = "pycocotools"
+    cfg.TEST.PR.TARGET_PRECISION = 0.9
     ev = build_pr_evaluator(cfg, "gn_det_test_pr_cfg", str(tmp_path))
     assert ev._iou_thresholds == [0.6] and ev._main_score == 0.4
+    assert ev._engine == "pycocotools" and ev._target_precision == 0.9
+    assert type(ev._coco_api).__module__.startswith("pycocotools")
+    cfg.TEST.PR.ENGINE = "fastest"
+    with pytest.raises(ValueError, match="engine 'fastest' is unknown; valid: faster, pycoco"):
+        build_pr_evaluator(cfg, "gn_det_test_pr_cfg", str(tmp_path))
+    cfg.TEST.PR.ENGINE = "faster"
     cfg.TEST.PR.IOU_THRESHOLDS = [1.5]
     with pytest.raises(ValueError, match="IoU threshold 1.5 is outside"):
         build_pr_evaluator(cfg, "gn_det_test_pr_cfg", str(tmp_path))

@@ -3,7 +3,15 @@
 detectron2 itself is not a dependency here: it is not on PyPI under its own name. `make setup`
 installs it (tools/bootstrap.py); users with their own build keep it and run `pip install -e .`.
 """
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# Every module of gn_det/commands is a command `gn-det-<name>` (its `run`), as tools/<name>.py
+# runs it.
+COMMANDS = sorted(p.stem for p in (Path(__file__).parent / "gn_det" / "commands").glob("*.py")
+                  if p.stem != "__init__")
+ALIASES = {"train": "train_net", "export": "export_model"}  # the two commands most runs use
 
 setup(
     name="gn_det",
@@ -15,6 +23,9 @@ setup(
     packages=find_packages(include=["gn_det", "gn_det.*"]) + ["gn_det.model_zoo.configs"],
     package_dir={"gn_det.model_zoo.configs": "configs"},
     package_data={"gn_det.model_zoo.configs": ["*.yaml", "**/*.yaml", "**/*.py"]},
+    entry_points={"console_scripts": [
+        f"gn-det-{name.replace('_', '-')} = gn_det.commands.{command}:run"
+        for name, command in [(c, c) for c in COMMANDS] + list(ALIASES.items())]},
     install_requires=[
         # detectron2's own runtime requirements (v0.6 and main), minus its build-only tools.
         "numpy",

@@ -24,7 +24,7 @@ SHARED_DATA = Path(os.environ.get("GN_DET_SHARED_DATA", "") or REPO.parent / "sh
 REAL_PHOTO = SHARED_DATA / "raccoon" / "images" / "raccoon-1.jpg"
 # name -> (how to run it, script path or module, the prog name in its error lines)
 CLIS = {
-    "data": ("module", "gn_det.data", "python -m gn_det.data"),
+    "data": ("module", "gn_det.commands.check_data", "check_data"),
     "evaluate": ("path", "tools/evaluate.py", "evaluate.py"),
     "show_errors": ("path", "tools/show_errors.py", "show_errors"),
     "visualize_data": ("path", "tools/visualize_data.py", "visualize_data"),
@@ -33,7 +33,7 @@ CLIS = {
     "convert_weights": ("path", "tools/convert_weights.py", "convert_weights"),
     "voc_to_coco": ("path", "datasets/voc_to_coco.py", "voc_to_coco"),
     "make_shapes": ("path", "datasets/make_shapes.py", "make_shapes"),
-    "pretrain": ("module", "gn_det.study.pretrain", "python -m gn_det.study.pretrain"),
+    "pretrain": ("module", "gn_det.commands.pretrain", "pretrain"),
     "export_model": ("path", "tools/export_model.py", "export_model"),
 }
 # Kills the process inside its KILL_AT_SAVE-th checkpoint write, then runs the script in argv[1].

@@ -199,8 +199,10 @@ def ensure_detectron2():
 
 
 def setup_stamp():
-    """What the editable install depends on: this checkout's path and its setup.py."""
-    return f"{REPO} {hashlib.sha256((REPO / 'setup.py').read_bytes()).hexdigest()}"
+    """What the editable install depends on: this checkout's path, its setup.py and the commands
+    it installs as console scripts (one per gn_det/commands module)."""
+    commands = ",".join(sorted(p.stem for p in (REPO / "gn_det" / "commands").glob("*.py")))
+    return f"{REPO} {hashlib.sha256((REPO / 'setup.py').read_bytes()).hexdigest()} {commands}"
 
 
 def ensure_gn_det():

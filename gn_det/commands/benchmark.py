@@ -121,3 +121,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "benchmark")
+
+
+if __name__ == "__main__":
+    run()

@@ -218,3 +218,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(lambda: sys.exit(main()), PROG)
+
+
+if __name__ == "__main__":
+    run()

@@ -32,3 +32,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "convert_weights")
+
+
+if __name__ == "__main__":
+    run()

@@ -47,3 +47,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "describe_configs")
+
+
+if __name__ == "__main__":
+    run()

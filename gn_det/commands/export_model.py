@@ -106,3 +106,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "export_model")
+
+
+if __name__ == "__main__":
+    run()

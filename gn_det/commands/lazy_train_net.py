@@ -30,3 +30,7 @@ def main(args):
 
 def run() -> None:
     run_cli(lambda: launch_cli(main), "lazy_train_net")
+
+
+if __name__ == "__main__":
+    run()

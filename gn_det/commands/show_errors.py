@@ -82,3 +82,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "show_errors")
+
+
+if __name__ == "__main__":
+    run()

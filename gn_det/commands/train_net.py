@@ -42,3 +42,7 @@ def main(args):
 
 def run() -> None:
     run_cli(lambda: launch_cli(main), "train_net")
+
+
+if __name__ == "__main__":
+    run()

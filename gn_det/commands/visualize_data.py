@@ -54,3 +54,7 @@ def main(argv=None) -> int:
 
 def run() -> None:
     run_cli(main, "visualize_data")
+
+
+if __name__ == "__main__":
+    run()

@@ -6,7 +6,7 @@ what would be valid. Degenerate boxes (NaN, inf, zero or negative size) are drop
 outside their image are clipped (dropped if nothing is left), and a missing `area` is filled from
 the box, so that training and COCO evaluation see the same, usable ground truth. Any JSON input
 ends either in a `CleanedDataset` or a `DatasetError`; no other exception type escapes.
-`python -m gn_det.data annotations.json image_root/` runs the same checks by hand.
+`gn-det-check-data annotations.json image_root/` runs the same checks by hand.
 """
 import json
 import math

@@ -5,7 +5,7 @@ plotted (AP vs batch).
 grid (presets, schedule, cell configs) -> runner (one process per cell: train_cell) ->
 tables (results.csv / .json / .md) and ap_plot (ap_vs_batch.png).
 
-pretrain.py (python -m gn_det.study.pretrain) is the BiT fine-tuning study: a stand-in GN+WS
+pretrain.py (gn-det-pretrain) is the BiT fine-tuning study: a stand-in GN+WS
 pretraining with timm's ResNetV2, then RetinaNet fine-tuned from it vs from scratch (train_cell).
 """
 from .grid import DEFAULT_BATCHES, PRESETS, Cell, Grid, Preset, Schedule, extra_preset

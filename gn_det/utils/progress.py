@@ -44,17 +44,18 @@ class Progress:
 
     `log`: where text lines go (default: the gn_det.progress logger at INFO; pass `print` in a
     CLI that prints). `bar`: a tqdm bar (None: only where stderr is a terminal). `every`: seconds
-    between log lines (the first and last are always written). `min_total`: below it, report
-    nothing (a handful of images needs no bar). Use as a context manager, or call `close()`.
+    between log lines (the first after `every` seconds, the last always). `min_total`: below it,
+    report nothing (a handful of images needs no bar); `quiet`: nothing at all. Use as a context
+    manager, or call `close()`.
     """
 
     def __init__(self, total: float, desc: str, unit: str = "it", *,
                  log: Optional[Callable[[str], object]] = None, bar: Optional[bool] = None,
-                 every: float = 10.0, min_total: float = 0):
+                 every: float = 5.0, min_total: float = 0, quiet: bool = False):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.done = 0.0
         self._log = log or logger.info
-        self._quiet = total < min_total
+        self._quiet = quiet or total < min_total
         self._bar = None
         if not self._quiet and (_interactive() if bar is None else bar):
             from tqdm import tqdm
@@ -63,7 +64,7 @@ class Progress:
         self._start = time.perf_counter()
         self._first: Optional[float] = None  # (time, done) when the first unit finished
         self._first_done = 0.0
-        self._last_line = float("-inf")
+        self._last_line = self._start  # the first line after `every` seconds (or at the end)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

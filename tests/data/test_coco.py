@@ -1,7 +1,6 @@
 """gn_det.data.coco: datasets registered from the config (CLI opts and YAML), validated first
 (every image decoded: a cut photo refused, JPEGs without end marker counted), idempotently, with
 cleaned boxes reaching both training (DatasetCatalog) and evaluation (metadata json_file)."""
-import importlib.util
 import json
 import logging
 import uuid
@@ -14,7 +13,9 @@ from pycocotools.coco import COCO
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from gn_det.commands import make_shapes
 from gn_det.config import add_gn_det_config
+from gn_det.datasets.shapes import generate
 from gn_det.data import DatasetError, register_coco_dataset, register_datasets_from_cfg
 from gn_det.data import coco as coco_module
 
@@ -25,19 +26,11 @@ from helpers import REPO
 ROOT = REPO
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "datasets" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     """A tiny generated shapes dataset: {"train": (json, root), "val": (json, root)}."""
-    make_shapes = _load_script("make_shapes")
     out = tmp_path_factory.mktemp("shapes")
-    make_shapes.generate(make_shapes.parse_args(
+    generate(make_shapes.parse_args(
         ["--out", str(out), "--train", "4", "--val", "2", "--size", "96", "--quiet"]))
     return {s: (str(out / "annotations" / f"{s}.json"), str(out / s)) for s in ("train", "val")}
 

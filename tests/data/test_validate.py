@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gn_det.cli import run_cli
 from gn_det.data import DatasetError, validate_coco_dict, validate_coco_file
-from gn_det.data.__main__ import main as data_main
+from gn_det.commands.check_data import main as data_main
 
 
 def coco(**overrides):
@@ -179,10 +179,10 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys, monkeypatch):
     (tmp_path / "x.json").write_text("[]")
     monkeypatch.setattr(sys, "argv", ["gn_det.data", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit) as info:
-        run_cli(data_main, "python -m gn_det.data")
+        run_cli(data_main, "check_data")
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"python -m gn_det.data: error: {tmp_path / 'x.json'}: top level: is "
+    assert err.startswith(f"check_data: error: {tmp_path / 'x.json'}: top level: is "
                           "a JSON array") and err.count("\n") == 1
     (tmp_path / "y.json").write_text(json.dumps(with_ann(bbox=[0, 0, 0, 1])))
     data_main([str(tmp_path / "y.json")])

@@ -1,6 +1,6 @@
-"""datasets/make_shapes.py: deterministic by seed, sane COCO boxes and polygons that match the
-drawn shapes, option checks, and no writes outside --out."""
-import importlib.util
+"""The make_shapes command (gn_det.commands.make_shapes over gn_det.datasets.shapes):
+deterministic by seed, sane COCO boxes and polygons that match the drawn shapes, option checks,
+and no writes outside --out."""
 import json
 import subprocess
 import sys
@@ -11,22 +11,21 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from gn_det.commands import make_shapes
 from gn_det.data import validate_coco_dict
+from gn_det.datasets import shapes
 
 from helpers import REPO
 
 ROOT = REPO
 SCRIPT = ROOT / "datasets" / "make_shapes.py"
-_spec = importlib.util.spec_from_file_location("make_shapes", SCRIPT)
-make_shapes = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_shapes)
 
 SMALL = ["--train", "6", "--val", "3", "--size", "96", "--quiet"]
 
 
 def generate(out, *extra):
     opts = make_shapes.parse_args(["--out", str(out), *SMALL, *extra])
-    make_shapes.generate(opts)
+    shapes.generate(opts)
     return Path(out)
 
 
@@ -115,7 +114,7 @@ def test_size_and_object_options(tmp_path):
     (["--train", "-1"], "--train -1: expected a count >= 0"),
 ])
 def test_bad_options(args, message):
-    with pytest.raises(make_shapes.ShapesError) as info:
+    with pytest.raises(shapes.ShapesError) as info:
         make_shapes.parse_args(args)
     assert str(info.value).startswith(message)
 
@@ -126,11 +125,11 @@ def test_never_writes_outside_out(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (out / "train").symlink_to(elsewhere)  # a planted link must not redirect the writes
-    with pytest.raises(make_shapes.ShapesError, match="outside the output folder"):
+    with pytest.raises(shapes.ShapesError, match="outside the output folder"):
         generate(out)
     assert not any(elsewhere.iterdir())
-    with pytest.raises(make_shapes.ShapesError, match=r"refusing to write '\.\./x'"):
-        make_shapes.safe_path(out.resolve(), "../x")
+    with pytest.raises(shapes.ShapesError, match=r"refusing to write '\.\./x'"):
+        shapes.safe_path(out.resolve(), "../x")
 
 
 def test_cli(tmp_path):
@@ -138,7 +137,7 @@ def test_cli(tmp_path):
                           "2", "--val", "1", "--size", "64"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("wrote 3 images (2 train, 1 val, 4 classes) in ")
-    assert "100%" in run.stderr  # the progress bar (with its ETA while running)
+    assert "shapes: 3/3 img, done in " in run.stderr  # progress (with an ETA while running)
     (tmp_path / "file").write_text("")
     run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "file")],
                          capture_output=True, text=True)

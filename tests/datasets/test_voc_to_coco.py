@@ -1,6 +1,6 @@
-"""datasets/voc_to_coco.py on Pets-style XML fixtures: 1-based inclusive VOC boxes become COCO
-[x, y, w, h], labels from <name> or the file name, split lists, and refused bad/unsafe XML."""
-import importlib.util
+"""The voc_to_coco command (gn_det.commands.voc_to_coco over gn_det.datasets.voc) on Pets-style
+XML fixtures: 1-based inclusive VOC boxes become COCO [x, y, w, h], labels from <name> or the
+file name, split lists, and refused bad/unsafe XML."""
 import json
 import subprocess
 import sys
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gn_det.commands import voc_to_coco
 from gn_det.data import validate_coco_dict
+from gn_det.datasets import voc
 
 from helpers import REPO
 
@@ -17,14 +19,11 @@ ROOT = REPO
 SCRIPT = ROOT / "datasets" / "voc_to_coco.py"
 FIXTURES = ROOT / "tests" / "fixtures" / "voc"
 GOOD, BAD = FIXTURES / "good", FIXTURES / "bad"
-_spec = importlib.util.spec_from_file_location("voc_to_coco", SCRIPT)
-voc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(voc)
 
 
 def convert(tmp_path, *extra):
     out = tmp_path / "out" / "trainval.json"
-    code = voc.main(["--xml-dir", str(GOOD / "xmls"), "--list", str(GOOD / "trainval.txt"),
+    code = voc_to_coco.main(["--xml-dir", str(GOOD / "xmls"), "--list", str(GOOD / "trainval.txt"),
                      "--out", str(out), *extra])
     assert code == 0
     return json.loads(out.read_text())
@@ -78,7 +77,7 @@ def test_breed_from_filename_and_options(tmp_path):
 
 def test_without_a_list_all_xml_files_sorted(tmp_path):
     out = tmp_path / "all.json"
-    assert voc.main(["--xml-dir", str(GOOD / "xmls"), "--out", str(out)]) == 0
+    assert voc_to_coco.main(["--xml-dir", str(GOOD / "xmls"), "--out", str(out)]) == 0
     names = [img["file_name"] for img in json.loads(out.read_text())["images"]]
     assert names == ["Abyssinian_1.jpg", "Bengal_3.jpg", "american_bulldog_10.jpg",
                      "not_listed_7.jpg"]
@@ -99,18 +98,18 @@ def image_dir_args(tmp_path, *extra):
 def test_image_dir_checks_existence_and_size(tmp_path, capsys):
     images, args = image_dir_args(tmp_path)
     (images / "Bengal_3.jpg").unlink()
-    assert voc.main(args) == 2
+    assert voc_to_coco.main(args) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"voc_to_coco: bad image: {images / 'Bengal_3.jpg'} is missing",
                    f"voc_to_coco: error: --image-dir {images}: 1 of 3 images cannot be used "
                    "(one line each above); replace them, or pass --skip-bad-images to leave "
                    "them out"]
     Image.fromarray(np.zeros((60, 40, 3), np.uint8)).save(images / "Bengal_3.jpg")
-    assert voc.main(args) == 2
+    assert voc_to_coco.main(args) == 2
     assert (f"voc_to_coco: bad image: {images / 'Bengal_3.jpg'} is 40x60 but its XML "
             f"{GOOD / 'xmls' / 'Bengal_3.xml'} says 60x40") in capsys.readouterr().err
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(images / "Bengal_3.jpg")
-    assert voc.main(args) == 0
+    assert voc_to_coco.main(args) == 0
 
 
 def truncate(path, keep=0.5):
@@ -126,7 +125,7 @@ def test_image_dir_refuses_images_that_do_not_decode_one_line_each(tmp_path, cap
     truncate(images / "Abyssinian_1.jpg")
     with Image.open(images / "Bengal_3.jpg") as im:
         assert im.size == (60, 40)  # what the old header-only check looked at
-    assert voc.main(args) == 2
+    assert voc_to_coco.main(args) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and not (tmp_path / "x.json").exists()
     for line, name in zip(err, ("Abyssinian_1.jpg", "Bengal_3.jpg")):  # in list order
@@ -141,7 +140,7 @@ def test_image_dir_refuses_images_that_do_not_decode_one_line_each(tmp_path, cap
 def test_skip_bad_images_leaves_them_out_with_their_boxes(tmp_path, capsys):
     images, args = image_dir_args(tmp_path, "--skip-bad-images")
     truncate(images / "american_bulldog_10.jpg")
-    assert voc.main(args) == 0
+    assert voc_to_coco.main(args) == 0
     out, err = capsys.readouterr()
     data = json.loads((tmp_path / "x.json").read_text())
     assert [img["file_name"] for img in data["images"]] == ["Abyssinian_1.jpg", "Bengal_3.jpg"]
@@ -164,12 +163,12 @@ def test_skip_bad_images_leaves_them_out_with_their_boxes(tmp_path, capsys):
 
 def test_skip_bad_images_needs_image_dir_and_something_left(tmp_path, capsys):
     images, args = image_dir_args(tmp_path, "--skip-bad-images")
-    assert voc.main([a for a in args if a not in ("--image-dir", str(images))]) == 2
+    assert voc_to_coco.main([a for a in args if a not in ("--image-dir", str(images))]) == 2
     assert capsys.readouterr().err == ("voc_to_coco: error: --skip-bad-images needs --image-dir, "
                                        "the folder of the images to check\n")
     for path in images.iterdir():
         path.write_bytes(b"")
-    assert voc.main(args) == 2
+    assert voc_to_coco.main(args) == 2
     err = capsys.readouterr().err.splitlines()
     assert all(line.endswith("is an empty (zero-byte) file") for line in err[:3])
     assert err[3].endswith("none of the images can be used, so --skip-bad-images left nothing "
@@ -199,11 +198,11 @@ def test_missing_xml_for_listed_images(tmp_path, capsys):
     out = tmp_path / "x.json"
     args = ["--xml-dir", str(GOOD / "xmls"), "--list", str(GOOD / "with_missing.txt"),
             "--out", str(out)]
-    assert voc.main(args) == 2
+    assert voc_to_coco.main(args) == 2
     assert capsys.readouterr().err.startswith(
         f"voc_to_coco: error: {GOOD / 'with_missing.txt'}: 1 of 2 listed images have no XML in ")
     assert not out.exists()
-    assert voc.main(args + ["--skip-missing"]) == 0
+    assert voc_to_coco.main(args + ["--skip-missing"]) == 0
     out, err = capsys.readouterr()
     assert err == "voc_to_coco: warning: 1 listed image without XML skipped\n"
     assert out.endswith(": 1 image, 1 box, 1 class (cat)\n")  # singular for one

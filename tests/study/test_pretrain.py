@@ -9,6 +9,7 @@ from PIL import Image
 from cli_harness import TINY_MODEL_OPTS
 from gn_det.config import load_cfg
 from gn_det.model_zoo import get_config_file
+from gn_det.commands import pretrain as command
 from gn_det.study import pretrain as study
 
 TOY = get_config_file("toy/retinanet_BiT_toy_shapes.yaml")
@@ -46,7 +47,7 @@ def test_timm_model_is_the_configs_backbone_and_needs_gn_ws():
 def test_pretrain_then_finetune_end_to_end(tiny_shapes, tmp_path, capsys):
     ann = tiny_shapes / "annotations"
     out = tmp_path / "study"
-    assert study.main([
+    assert command.main([
         "--config-file", TOY, "--train-json", str(ann / "train.json"),
         "--val-json", str(ann / "val.json"), "--image-root", str(tiny_shapes / "train"),
         "--val-image-root", str(tiny_shapes / "val"), "--out", str(out), "--epochs", "1",

@@ -24,7 +24,7 @@ from cli_harness import (CLIS, KILLING_WRAPPER, REPO, TOY_CONFIG, Case, Inputs, 
 # ------------------------------------------------------------------------------ the cases
 
 def dataset_case(name, mutate, expect="error", words=""):
-    """`python -m gn_det.data` on the tiny val json changed by `mutate(dict)` (or raw text)."""
+    """`gn-det-check-data` on the tiny val json changed by `mutate(dict)` (or raw text)."""
     def build(inputs, tmp):
         data = inputs.coco()
         content = mutate(data)
@@ -86,7 +86,7 @@ def dataset_cases() -> List[Case]:
 
 
 def image_case(name, make, expect="error", words=""):
-    """`python -m gn_det.data ann.json root` with the first image replaced by `make(path, w, h)`
+    """`gn-det-check-data ann.json root` with the first image replaced by `make(path, w, h)`
     (which may write nothing: a missing file)."""
     def build(inputs, tmp):
         data = inputs.coco()
@@ -127,7 +127,7 @@ def with_photo(inputs, tmp, kind: str, split: str = "val") -> Path:
 
 
 def photo_case(name, kind, expect="error", words=""):
-    """`python -m gn_det.data` on the val split with a real photo, cut or without end marker."""
+    """`gn-det-check-data` on the val split with a real photo, cut or without end marker."""
     def build(inputs, tmp):
         shapes = with_photo(inputs, tmp, kind)
         return "data", [str(shapes / "annotations/val.json"), str(shapes / "val")]
@@ -338,7 +338,7 @@ def lazy_case(name, overrides=(), words="", source=None):
 
 
 def pretrain_args(inputs, tmp, train_json=None) -> List[str]:
-    """python -m gn_det.study.pretrain on the tiny shapes with the toy BiT config."""
+    """gn-det-pretrain on the tiny shapes with the toy BiT config."""
     shapes = inputs.shapes
     return ["--config-file", str(REPO / "configs/toy/retinanet_BiT_toy_shapes.yaml"),
             "--train-json", train_json or str(shapes / "annotations/train.json"),

@@ -1,8 +1,7 @@
 """Real photographs end to end: a handful of images of each shared dataset (raccoon, BCCD with its
 own split lists), read from ../shared/data at test time, go through datasets/voc_to_coco.py,
-`python -m gn_det.data` (every image decoded), registration from DATASETS.COCO_FORMAT and a
+`gn-det-check-data` (every image decoded), registration from DATASETS.COCO_FORMAT and a
 2-iteration train_net run (GN everywhere) with evaluation, at 96 px."""
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,13 +13,11 @@ from PIL import Image
 from detectron2.data.datasets.pascal_voc import load_voc_instances
 from detectron2.structures import BoxMode
 
+from gn_det.commands import voc_to_coco
 from gn_det.utils.text import plural
 
-from cli_harness import REPO, SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG, run_cli, shared_data
+from cli_harness import SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG, run_cli, shared_data
 
-_spec = importlib.util.spec_from_file_location("voc_to_coco", REPO / "datasets/voc_to_coco.py")
-voc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(voc)
 
 N_TRAIN, N_VAL = 4, 2
 
@@ -52,7 +49,7 @@ def converted(tmp_path_factory):
         for split, stems in (("train", train()), ("val", val())):
             (out / f"{name}_{split}.txt").write_text("\n".join(stems) + "\n")
             entry[split] = out / f"{name}_{split}.json"
-            assert voc.main(["--xml-dir", str(SHARED_DATA / xml_dir), "--list",
+            assert voc_to_coco.main(["--xml-dir", str(SHARED_DATA / xml_dir), "--list",
                              str(out / f"{name}_{split}.txt"), "--image-dir",
                              str(SHARED_DATA / image_dir), "--classes", ",".join(classes),
                              "--out", str(entry[split])]) == 0

@@ -1,4 +1,4 @@
-"""`python -m gn_det.data ANNOTATIONS.json [IMAGE_ROOT]`: run registration's checks by hand.
+"""`gn-det-check-data ANNOTATIONS.json [IMAGE_ROOT]`: run dataset registration's checks by hand.
 
 Prints the dataset's size and what cleaning would drop or clip; with IMAGE_ROOT, decodes every
 image fully (a progress bar with an ETA from 2000 images on; `--cache-dir` keeps the verdicts so
@@ -10,13 +10,13 @@ import time
 from typing import List, Optional
 
 from ..cli import run_cli
+from ..data.images import check_image_files
+from ..data.validate import validate_coco_file
 from ..utils.text import plural
-from .images import check_image_files
-from .validate import validate_coco_file
 
 
 def main(argv: Optional[List[str]] = None):
-    parser = argparse.ArgumentParser(prog="python -m gn_det.data",
+    parser = argparse.ArgumentParser(prog="check_data",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("json_file", help="COCO-format annotation file")
     parser.add_argument("image_root", nargs="?", help="also decode the image files under it")
@@ -45,5 +45,9 @@ def main(argv: Optional[List[str]] = None):
         print(f"warning: {warning}")
 
 
+def run() -> None:
+    run_cli(main, "check_data")
+
+
 if __name__ == "__main__":
-    run_cli(main, "python -m gn_det.data")
+    run()

@@ -71,6 +71,13 @@ def _add_train_config(cfg: CN):
     # gn_det backbones: channels_last (NHWC) activations on CPU from the backbone on
     # (gn_det.modeling.memory_format; measured in docs/PERFORMANCE.md).
     cfg.MODEL.CHANNELS_LAST = False
+    # Training and inference precision (gn_det.engine.precision): "auto" (bf16 on a CPU with
+    # AMX-BF16 or AVX-512 BF16, fp32 on other CPUs; on CUDA fp32, or fp16 with SOLVER.AMP.ENABLED),
+    # "fp32", "bf16" or "fp16" (CUDA only). bf16 / fp16 also run channels_last.
+    cfg.MODEL.PRECISION = "auto"
+    # bf16 asked for (or auto with SOLVER.AMP.ENABLED) where the hardware lacks it: "fp32" =
+    # fall back with a warning, "error" = refuse, "none" = run bf16 anyway (slowly).
+    cfg.MODEL.PRECISION_FALLBACK = "fp32"
 
 
 def _add_norm_config(cfg: CN):

@@ -8,8 +8,9 @@ A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `mode
     datasets = dict(coco_format=[["mine_train", "ann/train.json", "img/train"], ...],
                     cache_dir="", check_images=True)
 
-`train` also takes `accumulate_steps` (SOLVER.ACCUMULATE_STEPS) and `skip_mismatched_weights`
-(MODEL.SKIP_MISMATCHED_WEIGHTS); `dataloader.evaluator` is gn_det's PREvaluator.
+`train` also takes `accumulate_steps` (SOLVER.ACCUMULATE_STEPS), `skip_mismatched_weights`
+(MODEL.SKIP_MISMATCHED_WEIGHTS), `precision` and `precision_fallback` (MODEL.PRECISION,
+MODEL.PRECISION_FALLBACK); `dataloader.evaluator` is gn_det's PREvaluator.
 """
 import inspect
 import logging
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 _MISSING = object()
 # LazyConfig keys gn_det adds to detectron2's common/train.py, with their defaults.
-TRAIN_DEFAULTS = {"accumulate_steps": 1, "skip_mismatched_weights": False}
+TRAIN_DEFAULTS = {"accumulate_steps": 1, "skip_mismatched_weights": False,
+                  "precision": "auto", "precision_fallback": "fp32"}
 DATASETS_DEFAULTS = {"coco_format": [], "cache_dir": "", "check_images": True}
 
 

@@ -7,14 +7,16 @@ same update as one step of k*b images; BN cannot promise that.
 import contextlib
 import logging
 import time
-from typing import Optional
+from typing import Union
 
 import torch
 
 from detectron2.engine import DefaultTrainer, SimpleTrainer
 
 from ..utils.text import plural
+from ..layers import ws_step_cache
 from .cpu_amp import cpu_bf16_guard
+from .precision import Precision, prepare_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +31,27 @@ class AccumulatingTrainer(SimpleTrainer):
     AMPTrainer does for one micro-step; on CPU in bf16 (detectron2's AMPTrainer is CUDA-only),
     which keeps fp32's exponent range and so needs no scaler (with cpu_amp's guard for oneDNN's
     bf16 conv weight-gradient bug). `precision` fp16 always gets a
-    scaler on the model's device."""
+    scaler on the model's device.
+
+    `precision` may instead be a resolved gn_det.engine.precision.Precision (MODEL.PRECISION):
+    it then decides autocast and its dtype (`amp` is ignored), and the model is prepared for it
+    (channels_last, heads' outputs in fp32: precision.prepare_for_training). Every micro-step's
+    forward runs in a ws_step_cache() block: each WS conv standardizes its weight once per
+    forward pass (RetinaNet's head convs serve five FPN levels), and each micro-step's backward
+    runs through its own graph."""
 
     def __init__(self, model, data_loader, optimizer, accumulate_steps: int = 1,
-                 amp: bool = False, precision: Optional[torch.dtype] = None, grad_scaler=None):
+                 amp: bool = False, precision: Union[None, torch.dtype, Precision] = None,
+                 grad_scaler=None):
         super().__init__(model, data_loader, optimizer)
         if accumulate_steps < 1:
             raise ValueError(f"SOLVER.ACCUMULATE_STEPS must be >= 1, got {accumulate_steps}")
         self.accumulate_steps = accumulate_steps
+        self.precision_setting = precision if isinstance(precision, Precision) else None
+        if self.precision_setting is not None:
+            prepare_for_training(model, precision)
+            amp = precision.mixed
+            precision = precision.dtype if amp else None
         self.amp_device = _device_type(model) if amp else None
         self.precision = precision or (torch.float16 if self.amp_device == "cuda"
                                        else torch.bfloat16)
@@ -63,7 +78,7 @@ class AccumulatingTrainer(SimpleTrainer):
             data_time += time.perf_counter() - start
             sync = micro == k - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                with self._autocast():
+                with self._autocast(), ws_step_cache():
                     loss_dict = self.model(data)
                 if isinstance(loss_dict, torch.Tensor):
                     loss_dict = {"total_loss": loss_dict}

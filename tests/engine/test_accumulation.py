@@ -12,6 +12,8 @@ from detectron2.utils.events import EventStorage
 from gn_det.config import add_gn_det_config
 from gn_det.engine.accumulation import (AccumulatingTrainer, check_finite, describe_batch,
                                         scale_for_world)
+from gn_det.engine.precision import Precision
+from gn_det.layers import WSConv2d
 
 
 class TinyDetectorLike(nn.Module):
@@ -85,6 +87,46 @@ def test_bf16_amp_accumulation_equals_big_batch_within_bf16(k, b):
     assert relative(big, fp32) > 1e-3  # autocast really ran in bf16
     assert relative(acc, big) < 2e-2, relative(acc, big)
     assert loss_acc == pytest.approx(loss_big, rel=2e-2)
+
+
+class SharedWSDetectorLike(TinyDetectorLike):
+    """TinyDetectorLike whose second conv is a WS conv applied to two scales of the features,
+    as RetinaNet's head convs serve every FPN level: ws_step_cache reuses one standardized
+    weight (and its graph) across the calls of one forward pass."""
+
+    def __init__(self):
+        super().__init__(lambda c: nn.GroupNorm(4, c))
+        self.body[3] = WSConv2d(8, 8, 3, padding=1)
+
+    def forward(self, batch):
+        x = torch.stack([d["image"] for d in batch])
+        y = torch.stack([d["target"] for d in batch])
+        x = self.body[2](self.body[1](self.body[0](x)))
+        feats = sum(self.body[5](self.body[4](self.body[3](f))).mean(dim=(2, 3))
+                    for f in (x, x[..., ::2, ::2]))
+        per_image = (self.head(feats).squeeze(1) - y) ** 2
+        return {"loss_a": per_image.mean(), "loss_b": 0.1 * feats.abs().mean(dim=1).mean()}
+
+
+@pytest.mark.parametrize("k,b", [(4, 2), (2, 1)])
+def test_accumulation_with_the_ws_step_cache_equals_big_batch(k, b, monkeypatch):
+    """With a Precision (fp32 here) every micro-step's forward standardizes each WS weight once
+    (not once per call) and the accumulated update still equals the big-batch one."""
+    import gn_det.layers.ws_conv as ws_conv
+
+    calls = []
+    real = ws_conv.standardize_weight
+    monkeypatch.setattr(ws_conv, "standardize_weight",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = SharedWSDetectorLike()
+    data = images(k * b)
+    fp32 = Precision("fp32")
+    accumulated, loss_acc = one_update(model, data, b, k, precision=fp32)
+    assert len(calls) == k  # one WS conv, k forward passes, two calls each
+    big, loss_big = one_update(model, data, k * b, 1, precision=fp32)
+    for (name, p), q in zip(accumulated.named_parameters(), big.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=0, msg=name)
+    assert loss_acc == pytest.approx(loss_big, abs=1e-5)
 
 
 def test_amp_defaults_per_device():

@@ -6,10 +6,11 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 from gn_det.config import add_gn_det_config, merge_config_file
 from gn_det.modeling.memory_format import _to_channels_last
 
-from helpers import TOY_CONFIG
+from helpers import REPO, TOY_CONFIG
 
 
 def build(channels_last: bool):
@@ -66,3 +67,51 @@ def test_hook_leaves_non_image_inputs_alone():
     (y,) = _to_channels_last(None, (x,))
     assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, y)
     assert _to_channels_last(None, (torch.rand(3, 8),)) is None
+
+
+def test_to_channels_last_keeps_every_conv_and_norm_output_nhwc_in_bf16_training():
+    """The fast path's layout: weights NHWC, the backbone's input hook once, GroupNorms with
+    the fast backward; under bf16 autocast every conv and GN output of backbone, FPN and head
+    stays NHWC (no reorder between layers), and the step's backward runs."""
+    from gn_det.layers import GroupNorm
+    from gn_det.modeling.memory_format import has_channels_last_hook, to_channels_last
+
+    cfg = add_gn_det_config(get_cfg())
+    merge_config_file(cfg, str(REPO / "configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CHANNELS_LAST", True])
+    torch.manual_seed(0)
+    model = build_model(cfg)  # GN+WS everywhere; MODEL.CHANNELS_LAST registered the hook
+    params = list(model.parameters())
+    to_channels_last(to_channels_last(model))
+    assert list(model.parameters()) == params
+    assert sum(h is _to_channels_last for h in model.backbone._forward_pre_hooks.values()) == 1
+    assert has_channels_last_hook(model.backbone)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(type(m) is GroupNorm for m in norms)
+    layouts = {}
+
+    def record(module, args, out):
+        if out.dim() == 4 and out.shape[-1] > 1 and out.shape[-2] > 1:
+            layouts[module] = out.is_contiguous(memory_format=torch.channels_last)
+
+    for m in convs + norms:
+        m.register_forward_hook(record)
+    data = batch()
+    data[0]["instances"] = _instances(96, 128)
+    with torch.autocast("cpu", dtype=torch.bfloat16), EventStorage(0):
+        losses = model(data)
+    sum(losses.values()).backward()
+    assert layouts and all(layouts.values()), [type(m).__name__ for m, v in layouts.items()
+                                               if not v]
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def _instances(h, w):
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 5.0, 120.0, 90.0]]))
+    inst.gt_classes = torch.tensor([0, 1])
+    return inst

@@ -95,8 +95,8 @@ class Trainer(DefaultTrainer):
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
 
-    # --- image read errors named (issue 14): detectron2's loaders, with the mapper wrapped so an
-    # image that fails to decode is one line naming the file and its dataset (from workers too).
+    # detectron2's loaders, with the mapper wrapped so an image that fails to decode is one line
+    # naming the file and its dataset (from data-loader workers too).
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = ImageNamingMapper(DatasetMapper(cfg, is_train=True), cfg.DATASETS.TRAIN)
@@ -106,7 +106,6 @@ class Trainer(DefaultTrainer):
     def build_test_loader(cls, cfg, dataset_name):
         mapper = ImageNamingMapper(DatasetMapper(cfg, is_train=False), [dataset_name])
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
-    # --- end of image read errors named
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

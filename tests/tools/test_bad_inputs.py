@@ -1,7 +1,7 @@
-"""Every bad input of the reliability issue, run through the real command-line tools (python -m
-gn_det.data, tools/evaluate.py, tools/show_errors.py, tools/visualize_data.py,
+"""Every kind of bad input (datasets, images, configs, weights, results files), run through the
+real commands (check_data, tools/evaluate.py, tools/show_errors.py, tools/visualize_data.py,
 tools/train_net.py, tools/convert_weights.py, tools/export_model.py, datasets/voc_to_coco.py,
-datasets/make_shapes.py) as their `__main__` runs them: each ends as expected. "error" =
+datasets/make_shapes.py, pretrain) as their `__main__` runs them: each ends as expected. "error" =
 non-zero exit, no traceback, one `<prog>: error:` line containing the expected words; "warning" =
 exit 0 with a warning line containing them (boxes clipped or dropped, an empty results file);
 "ok" = exit 0.

@@ -9,7 +9,7 @@ from typing import Callable, Dict, NamedTuple
 
 from ..model_zoo import config_dir
 from ..utils.progress import eta_text
-from . import e2e, layers
+from . import e2e, layers, precision
 from . import export_speed as export_bench
 
 CONFIG_DIR = str(config_dir())
@@ -102,6 +102,11 @@ def bench_export_accuracy(args) -> Dict:
     return export_bench.accuracy_benchmark(args.config_dir, size, norms)
 
 
+def bench_precision(args) -> Dict:
+    return precision.precision_benchmark(args.config_dir, repeats=args.repeats, quick=args.quick,
+                                         clock=args.clock)
+
+
 BENCHMARKS: Dict[str, Benchmark] = {
     "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
     "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
@@ -111,4 +116,6 @@ BENCHMARKS: Dict[str, Benchmark] = {
     "export": Benchmark(bench_export, "inference: eager vs folded vs TorchScript vs ONNX Runtime"),
     "export_accuracy": Benchmark(bench_export_accuracy,
                                  "exported vs eager detections per norm, and float32 vs 64"),
+    "precision": Benchmark(bench_precision, "bf16 fast path vs fp32: R50 GN+WS inference, R-18 "
+                                            "real-config training step, the machine's peak"),
 }

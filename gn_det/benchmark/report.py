@@ -24,6 +24,9 @@ def target_lines(name: str, result: Dict) -> list:
                       result["budget_ratio"], None))
         lines.append(("eval (COCOeval + P/R + confusion matrix) / COCOeval",
                       result["ratio_with_confusion"], None, result["budget_ratio"], None))
+    elif name == "precision":
+        for label, t in result.get("ratios", {}).items():
+            lines.append((label, t["ratio"], t["ci"], t["target"], None))
     elif name == "export":
         for label, t, target in export_bench.ratio_lines(result):
             lines.append((label, t["ratio"], [t["low"], t["high"]], target, None))

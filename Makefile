@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 DEMO_CONFIG ?= configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml
 DEMO_OPTS ?=
 
-.PHONY: setup test demo clean-output
+.PHONY: setup test test-quick demo clean-output
 
 setup: $(PY)
 	$(PY) tools/bootstrap.py
@@ -20,6 +20,11 @@ $(PY):
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The inner loop: lint and the tests without the slow and multi-process tiers (tests/pytest.ini).
+test-quick: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests -m "not slow and not multiproc" $(PYTEST_ARGS)
 
 # Toy shapes (generated once; val.json is written last, so its presence means complete), then a
 # GN+WS RetinaNet R-18-FPN trained from scratch on CPU and evaluated; results under output/demo/.

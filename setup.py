@@ -53,6 +53,6 @@ setup(
         # tools/export_model.py and `benchmark.py export` (tested: onnx 1.23.2, onnxruntime
         # 1.32.0 with torch 2.14.1); the tests run them, so [dev] pulls them too.
         "export": ["onnx", "onnxruntime"],
-        "dev": ["pytest", "timm", "hypothesis", "ruff", "onnx", "onnxruntime"],
+        "dev": ["pytest", "pytest-xdist", "timm", "hypothesis", "ruff", "onnx", "onnxruntime"],
     },
 )

@@ -31,7 +31,7 @@ SCORE_CURVE_FILES = {"precision": "p_curve.png", "recall": "r_curve.png", "f1": 
 _LEGEND_CLASSES = 12  # more classes than this: thin grey lines without a legend entry each
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
-CONFUSION_CLASSES = 25  # more classes than this: the most confused ones, the rest as "other"
+CONFUSION_CLASSES = 20  # more classes than this: the most confused ones, the rest as "other"
 MAX_SIDE_PX = 3000
 OTHER = "other classes"
 

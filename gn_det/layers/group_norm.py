@@ -79,9 +79,9 @@ class _GroupNormChannelsLast(torch.autograd.Function):
 
     With s1 = sum over a group of gamma * dy * xhat and s2 = sum of gamma * dy (M elements):
         dx = rstd * gamma * dy + rstd * (-(s1 / M) * xhat - s2 / M)
-    The second term is GroupNorm's own forward of x with gamma' = -rstd * s1 / M and
-    beta' = -rstd * s2 / M per group, which torch's kernel computes in one fused pass with fp32
-    statistics; s1 and s2 come from the per-channel sums torch's backward gives for gamma / beta.
+    The second term is an affine map of xhat per (image, group), applied in one fused pass by
+    batch norm's inference kernel (fp32 arithmetic); s1 and s2 come from the per-channel sums
+    torch's GroupNorm backward gives for gamma / beta.
     """
 
     @staticmethod
@@ -102,7 +102,8 @@ class _GroupNormChannelsLast(torch.autograd.Function):
         count = per_group * h * w
         dy = dy.contiguous(memory_format=torch.channels_last)
         gamma = weight.float().view(groups, per_group)
-        dx, dgamma, dbeta = [], 0, 0
+        dx = torch.empty_like(x, memory_format=torch.channels_last)
+        dgamma, dbeta = 0, 0
         for i in range(n):  # torch's per-channel sums are fast in channels_last, summed over N
             xi, dyi = x[i:i + 1], dy[i:i + 1]
             _, dg, db = torch.ops.aten.native_group_norm_backward(
@@ -111,14 +112,18 @@ class _GroupNormChannelsLast(torch.autograd.Function):
             rs = rstd[i].view(groups, 1)
             s1 = (dg.float().view(groups, per_group) * gamma).sum(1, keepdim=True)
             s2 = (db.float().view(groups, per_group) * gamma).sum(1, keepdim=True)
-            gamma2 = (-rs * s1 / count).expand(groups, per_group).reshape(c)
-            beta2 = (-rs * s2 / count).expand(groups, per_group).reshape(c)
-            rest = torch.ops.aten.native_group_norm(xi, gamma2, beta2, 1, c, h * w, groups,
-                                                    eps)[0]
+            # -(s1 / M) * rstd * xhat - rstd * s2 / M: a per-channel affine of (x - mean) * rstd
+            # for this image, which batch norm's inference kernel applies in one fused pass
+            # (its "running" statistics are this image's group statistics, per channel).
+            per_channel = (groups, per_group)
+            rest = F.batch_norm(
+                xi, mean[i].view(groups, 1).expand(per_channel).reshape(c),
+                (rs.square().reciprocal() - eps).expand(per_channel).reshape(c),
+                (-rs * s1 / count).expand(per_channel).reshape(c),
+                (-rs * s2 / count).expand(per_channel).reshape(c), False, 0.0, eps)
             scale = (rs * gamma).reshape(1, c, 1, 1).to(x.dtype)
-            dx.append(torch.addcmul(rest, scale, dyi))
+            torch.addcmul(rest, scale, dyi, out=dx[i:i + 1])
             dgamma, dbeta = dgamma + dg, dbeta + db
-        dx = torch.cat(dx) if n > 1 else dx[0]
         return (dx if ctx.needs_input_grad[0] else None, None,
                 dgamma if ctx.needs_input_grad[2] else None,
                 dbeta if ctx.needs_input_grad[3] else None, None)

@@ -9,7 +9,7 @@ from typing import Callable, Dict, NamedTuple
 
 from ..model_zoo import config_dir
 from ..utils.progress import eta_text
-from . import e2e, layers, precision
+from . import e2e, layers, op_profile, precision
 from . import export_speed as export_bench
 
 CONFIG_DIR = str(config_dir())
@@ -107,6 +107,13 @@ def bench_precision(args) -> Dict:
                                          clock=args.clock)
 
 
+def bench_precision_profile(args) -> Dict:
+    from ..engine.precision import resolve_precision
+
+    return op_profile.profile_benchmark(args.config_dir, resolve_precision("bf16", "cpu"),
+                                        quick=args.quick, steps=args.repeats)
+
+
 BENCHMARKS: Dict[str, Benchmark] = {
     "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
     "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
@@ -118,4 +125,7 @@ BENCHMARKS: Dict[str, Benchmark] = {
                                  "exported vs eager detections per norm, and float32 vs 64"),
     "precision": Benchmark(bench_precision, "bf16 fast path vs fp32: R50 GN+WS inference, R-18 "
                                             "real-config training step, the machine's peak"),
+    "precision_profile": Benchmark(bench_precision_profile,
+                                   "per-op time shares (conv, GN, WS, casts, reorders, ...) of "
+                                   "the precision benchmark's runs, fp32 vs bf16"),
 }

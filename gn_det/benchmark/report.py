@@ -3,6 +3,7 @@ with the measured ratio, its interval, the target and the verdict (MET / MISSED 
 from typing import Dict
 
 from . import export_speed as export_bench
+from . import op_profile
 
 
 def target_lines(name: str, result: Dict) -> list:
@@ -55,6 +56,8 @@ def target_lines(name: str, result: Dict) -> list:
                            f"|dscore| {max(c['max_score'] for c in cells):.2g}; matched "
                            f"{sum(c['matched'] for c in cells)}/"
                            f"{sum(c['reference'] for c in cells)}")
+    if name == "precision_profile":
+        out.extend(op_profile.shares_table(result).splitlines())
     if name == "export" and "callgrind" in result:
         cg = result["callgrind"]
         out.append(f"  export callgrind {cg['model']} {cg['size']}: eager GN+WS folded / eager "

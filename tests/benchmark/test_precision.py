@@ -45,3 +45,20 @@ def test_precision_benchmark_runs_and_prints_its_targets(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "inference fast / fp32: " in printed and "(target <= 0.25x)" in printed
     assert "training fast / fp32: " in printed and "(target <= 0.30x)" in printed
+
+
+def test_op_shares_sum_to_one_and_name_the_layers():
+    from gn_det.benchmark import op_profile
+    from gn_det.layers import WSConv2d
+
+    model = nn.Sequential(WSConv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU())
+    x = torch.randn(2, 3, 16, 16)
+    original = WSConv2d._standardize
+    with op_profile._Labelled(model):
+        result = op_profile.op_shares(lambda: model(x).sum().backward(), steps=1)
+    assert WSConv2d._standardize is original  # the labels are gone
+    shares = result["shares"]
+    assert abs(sum(shares.values()) - 1) < 1e-3 and result["ms_per_call"] > 0
+    assert {"conv", "GN", "WS", "relu"} <= set(shares)
+    table = op_profile.shares_table({"run": result, "machine": {}})
+    assert table.splitlines()[0] == "| category | run |" and "| conv | " in table

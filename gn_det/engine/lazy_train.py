@@ -14,6 +14,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from .accumulation import AccumulatingTrainer
+from .precision import precision_from_lazy_cfg, prepare_for_training
 from .defaults import default_writers
 from ..checkpoint import AtomicCheckpointer
 from ..utils.text import plural
@@ -71,6 +72,8 @@ def do_train(cfg, resume: bool = False) -> dict:
     at train.eval_period and at the end; returns the last evaluation's results."""
     logging.getLogger("detectron2").info("gn_det: %s", describe_batch(cfg))
     model = build_model(cfg)
+    precision = precision_from_lazy_cfg(cfg)  # train.precision, logged in one line
+    prepare_for_training(model, precision)  # before DDP: its buckets follow the layout
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
@@ -78,8 +81,8 @@ def do_train(cfg, resume: bool = False) -> dict:
     if cfg.train.device == "cpu":
         ddp["device_ids"] = None  # DDP's device_ids must be None for CPU modules
     model = create_ddp_model(model, **ddp)
-    amp = bool(cfg.train.get("amp", {}).get("enabled", False))  # bf16 on CPU, fp16 on CUDA
-    trainer = LazyTrainer(model, train_loader, optimizer, int(cfg.train.accumulate_steps), amp)
+    trainer = LazyTrainer(model, train_loader, optimizer, int(cfg.train.accumulate_steps),
+                          precision=precision)
     ckpt = checkpointer(cfg, model, trainer=weakref.proxy(trainer))
     results = {}
 

@@ -1,11 +1,11 @@
 """Trainer: detectron2's DefaultTrainer with gn_det's pieces.
 
-Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS, with or without
-SOLVER.AMP: fp16 + grad scaler on CUDA, bf16 on CPU), GN weight decay
-(SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that include the optimizer state, DDP on
-CPU (gloo), the per-GPU batch stated in the log at start, the precision/recall evaluator
-(gn_det.evaluation) by default, resumed runs that follow the config's learning rate, and no
-evaluation after a failed run.
+Differences from DefaultTrainer: gradient accumulation (SOLVER.ACCUMULATE_STEPS), in the
+precision of MODEL.PRECISION (bf16 on CPUs with bf16 units; fp16 + grad scaler on CUDA with
+SOLVER.AMP), GN weight decay (SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that
+include the optimizer state, DDP on CPU (gloo), the per-GPU batch stated in the log at start, the
+precision/recall evaluator (gn_det.evaluation) by default, resumed runs that follow the config's
+learning rate, and no evaluation after a failed run.
 """
 import logging
 import warnings
@@ -25,6 +25,7 @@ from ..evaluation.pr_evaluator import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from ..checkpoint import AtomicCheckpointer
 from .optimizer import build_optimizer
+from .precision import precision_from_cfg, prepare_for_training
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,15 @@ class Trainer(DefaultTrainer):
         logging.getLogger("detectron2").info("gn_det: %s", describe_batch(cfg, world))
         logging.getLogger("detectron2").info("gn_det norms: %s", describe_norms(cfg))
         model = self.build_model(cfg)
+        precision = precision_from_cfg(cfg)  # MODEL.PRECISION, logged in one line
+        prepare_for_training(model, precision)  # before DDP: its buckets follow the layout
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         # DDP's device_ids must be None for CPU modules; detectron2 passes the local rank.
         ddp_kwargs = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_kwargs)
         self._trainer = AccumulatingTrainer(model, data_loader, optimizer,
-                                            cfg.SOLVER.ACCUMULATE_STEPS, cfg.SOLVER.AMP.ENABLED)
+                                            cfg.SOLVER.ACCUMULATE_STEPS, precision=precision)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(
             model, cfg.OUTPUT_DIR, skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS,

@@ -89,6 +89,9 @@ EXPORT_NORMS = {
     "IN": ("IN", False, [], 160),
     "GN+WS": ("GN", True, [], 64),
     "BN": ("BN", False, [], 64),
+    "BRN": ("BRN", False, [], 64),
+    "FRN": ("FRN", False, [], 64),
+    "EvoNormS0": ("EvoNormS0", False, [], 64),
 }
 
 

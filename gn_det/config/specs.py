@@ -15,10 +15,12 @@ component's settings.
 
 TYPE "" inherits detectron2's own key for that component (so stock configs work unchanged);
 TYPE "none" means no norm. Norm names mean what detectron2's get_norm means (BN, SyncBN, nnSyncBN,
-FrozenBN, GN, naiveSyncBN, naiveSyncBN_N, LN), plus gn_det's LN_CHW (the GN paper's LN) and IN:
+FrozenBN, GN, naiveSyncBN, naiveSyncBN_N, LN), plus gn_det's LN_CHW (the GN paper's LN), IN, and
+the other small-batch norms BRN (Batch Renormalization), FRN (with TLU) and EvoNormS0 (timm's):
 see gn_det.layers.norm. NUM_GROUPS / CHANNELS_PER_GROUP: 0 = unset; a component that sets
-either overrides the shared pair; both unset everywhere means 32 groups. EPS: 0 = the
-component's own, else MODEL.NORMS.GN.EPS for GN / LN_CHW / IN, else the layer's default.
+either overrides the shared pair; both unset everywhere means 32 groups (EvoNormS0 is grouped the
+same way). EPS: 0 = the component's own, else MODEL.NORMS.GN.EPS for GN / LN_CHW / IN, else the
+layer's default.
 """
 import logging
 from typing import Dict

@@ -11,20 +11,23 @@ from torch import nn
 
 from detectron2.layers import FrozenBatchNorm2d
 
+from ..layers import timm_norm_types
 from ..utils.errors import one_line
 from .formats import ONNX_OPSET, optional_package
 from .tracing import quiet_tracer
 
-_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)
+_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)  # BRN is a _BatchNorm
 
 
 def norm_layers(model: nn.Module) -> Dict[str, nn.Module]:
     """One layer per distinct norm configuration (type, groups, channels, eps) of the model,
     by dotted name: what a norm probe exports alone."""
+    norms = _NORMS + timm_norm_types()  # FRN / EvoNormS0: timm's, imported only when installed
     seen, out = set(), {}
     for name, module in model.named_modules():
-        if isinstance(module, _NORMS):
-            key = repr(module)
+        if isinstance(module, norms):
+            weight = getattr(module, "weight", None)  # timm's reprs leave the channels out
+            key = (repr(module), None if weight is None else tuple(weight.shape))
             if key not in seen:
                 seen.add(key)
                 out[name] = module
@@ -35,7 +38,8 @@ def probe_norm(fmt: str, norm: nn.Module, opset: int = ONNX_OPSET,
                size: Tuple[int, int] = (7, 9)) -> float:
     """Largest |difference| between one norm layer (eval mode) and its export in `fmt`, on a
     random feature map: tells which norm an exporter gets wrong."""
-    channels = getattr(norm, "num_channels", None) or norm.num_features
+    channels = (getattr(norm, "num_channels", None) or getattr(norm, "num_features", None)
+                or norm.weight.shape[0])  # timm's FRN / EvoNorm keep only their parameters
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, channels, *size, generator=gen) * 3 + 1
     layer = copy.deepcopy(norm).eval()

@@ -5,8 +5,10 @@ spelling nnSyncBN), FrozenBN, GN, naiveSyncBN, naiveSyncBN_N and LN, detectron2 
 LayerNorm over channels (eps 1e-6; refused in one line where detectron2 has no LayerNorm, as
 v0.6). gn_det adds LN_CHW, the GN paper's LN (one group over C, H, W), and IN (one channel per
 group); with GN they are `nn.GroupNorm` (fused `F.group_norm`), so detectron2's WEIGHT_DECAY_NORM
-and freezing logic recognise them. A callable `channels -> module` is built as is (LazyConfig
-passes norms that way).
+and freezing logic recognise them. The other small-batch norms: BRN, Batch Renormalization
+(gn_det.layers.batch_renorm, an nn.BatchNorm2d), and from timm's layers FRN (Filter Response
+Normalization with TLU) and EvoNormS0 (grouped like GN): gn_det.layers.timm_norms. A callable
+`channels -> module` is built as is (LazyConfig passes norms that way).
 """
 import dataclasses
 from typing import Any, Callable, Mapping, Optional, Union
@@ -17,14 +19,19 @@ from torch import nn
 import detectron2.layers.batch_norm as d2_batch_norm
 from detectron2.layers import FrozenBatchNorm2d, NaiveSyncBatchNorm
 
+from .batch_renorm import BatchRenorm2d
+from .timm_norms import TIMM_NORMS, build_timm_norm, check_available
+
 NORM_TYPES = ("", "BN", "SyncBN", "FrozenBN", "GN", "naiveSyncBN", "naiveSyncBN_N", "LN",
-              "LN_CHW", "IN")
+              "LN_CHW", "IN", "BRN", "FRN", "EvoNormS0")
 GROUP_NORM_TYPES = ("GN", "LN_CHW", "IN")
+GROUPED_TYPES = GROUP_NORM_TYPES + ("EvoNormS0",)  # norms over channel groups (NUM_GROUPS applies)
 CALLABLE = "callable"  # the type of a NormSpec made from a callable; not a name configs may use
 _ALIASES = {t.lower(): t for t in NORM_TYPES if t}
 # detectron2's nnSyncBN is its SyncBN (torch's SyncBatchNorm) by another name.
 _ALIASES.update({"": "", "none": "", "nnsyncbn": "SyncBN", "syncbatchnorm": "SyncBN",
-                 "frozenbatchnorm": "FrozenBN"})
+                 "frozenbatchnorm": "FrozenBN", "batchrenorm": "BRN", "frn_tlu": "FRN",
+                 "evonorm_s0": "EvoNormS0", "evonorm-s0": "EvoNormS0"})
 DEFAULT_NUM_GROUPS = 32
 DEFAULT_EPS = {"LN": 1e-6}  # detectron2's LayerNorm default; every other type: 1e-5
 
@@ -95,7 +102,8 @@ class NormSpec:
         return self.type or "none"
 
     def groups_for(self, channels: int, layer: str = "?") -> int:
-        """Number of groups this spec gives a GN/LN_CHW/IN over `channels`, validated."""
+        """Number of groups this spec gives a GN/LN_CHW/IN/EvoNormS0 over `channels`,
+        validated."""
         if self.type == "LN_CHW":
             return 1
         if self.type == "IN":
@@ -103,15 +111,15 @@ class NormSpec:
         if self.channels_per_group:
             if channels % self.channels_per_group:
                 raise ValueError(
-                    f"layer {layer}: GN with channels_per_group={self.channels_per_group} needs "
-                    f"C={channels} divisible by it; valid channels_per_group for C={channels}: "
-                    f"{_divisors(channels)}")
+                    f"layer {layer}: {self.type} with channels_per_group="
+                    f"{self.channels_per_group} needs C={channels} divisible by it; valid "
+                    f"channels_per_group for C={channels}: {_divisors(channels)}")
             return channels // self.channels_per_group
         groups = self.num_groups or DEFAULT_NUM_GROUPS
         if channels % groups:
             raise ValueError(
-                f"layer {layer}: GN with G={groups} groups needs C={channels} divisible by G; "
-                f"valid group counts for C={channels}: {_divisors(channels)}")
+                f"layer {layer}: {self.type} with G={groups} groups needs C={channels} divisible "
+                f"by G; valid group counts for C={channels}: {_divisors(channels)}")
         return groups
 
 
@@ -126,13 +134,16 @@ def canonical_norm_type(name: Optional[str]) -> str:
     if key not in _ALIASES:
         raise ValueError(f"unknown norm type {name!r}; valid: none, "
                          + ", ".join(t for t in NORM_TYPES if t)
-                         + " (nnSyncBN = SyncBN; LN_CHW is the GN paper's LN)")
+                         + " (nnSyncBN = SyncBN; LN_CHW is the GN paper's LN; BRN is Batch "
+                         "Renormalization; FRN is FRN + TLU)")
     if _ALIASES[key] == "LN" and detectron2_layer_norm() is None:
         raise ValueError(
             f"norm type {name!r} is detectron2's per-pixel LayerNorm over channels "
             f"(detectron2.layers.batch_norm.LayerNorm, eps 1e-6), which this detectron2 lacks "
             f"(it came after v0.6): install detectron2 from git main, or use LN_CHW for the GN "
             f"paper's LN (GroupNorm(1, C), over C, H, W)")
+    if _ALIASES[key] in TIMM_NORMS:
+        check_available(_ALIASES[key])
     return _ALIASES[key]
 
 
@@ -156,6 +167,14 @@ def build_norm(spec, channels: int, layer: str = "?") -> Optional[nn.Module]:
         return nn.BatchNorm2d(channels, eps=spec.eps, affine=spec.affine)
     if t == "FrozenBN":
         return FrozenBatchNorm2d(channels, eps=spec.eps)
+    if t == "BRN":
+        return BatchRenorm2d(channels, eps=spec.eps, affine=spec.affine)
+    if t in TIMM_NORMS:
+        if not spec.affine:
+            raise ValueError(f"layer {layer}: {t} always has an affine (timm's "
+                             f"{TIMM_NORMS[t]}); use GN for a norm without one")
+        groups = spec.groups_for(channels, layer) if t in GROUPED_TYPES else 0
+        return build_timm_norm(t, channels, spec.eps, groups)
     if t in ("naiveSyncBN", "naiveSyncBN_N"):  # one process: plain BN (detectron2's fallback)
         return NaiveSyncBatchNorm(channels, eps=spec.eps, affine=spec.affine,
                                   stats_mode="N" if t == "naiveSyncBN_N" else "")

@@ -2,7 +2,7 @@
 `GNRetinaNet` meta-architecture that puts it on detectron2's RetinaNet.
 
 Norms across FPN levels (the head's convs are shared by all levels):
-- BN / SyncBN keep running batch statistics, and feature statistics differ per level, so each
+- BN, SyncBN, BRN keep running batch statistics, and feature statistics differ per level, so each
   level gets its own statistics (detectron2's `CycleBatchNormList`: per-level BN, shared affine,
   as detectron2 main's head and Rethinking-BN Sec. 5.2 do);
 - GN / LN / LN_CHW / IN normalize each sample on its own and FrozenBN is a fixed affine, so one
@@ -30,7 +30,7 @@ from ..config.specs import component_spec
 from ..layers import ConvNormSpec, NormSpec, build_conv, build_norm
 
 __all__ = ["GNRetinaNetHead", "GNRetinaNet"]
-PER_LEVEL_TYPES = ("BN", "SyncBN")  # the norms detectron2 main's head keeps per level
+PER_LEVEL_TYPES = ("BN", "SyncBN", "BRN")  # detectron2 main's, and BRN: running stats
 
 
 class GNRetinaNetHead(nn.Module):

@@ -145,7 +145,9 @@ def test_indivisible_channels_error_names_layer_and_valid_counts():
 def test_bad_specs():
     with pytest.raises(ValueError, match=r"unknown norm type 'Gn2'; valid: none, BN, SyncBN, "
                                          r"FrozenBN, GN, naiveSyncBN, naiveSyncBN_N, LN, LN_CHW, "
-                                         r"IN \(nnSyncBN = SyncBN; LN_CHW is the GN paper's LN\)"):
+                                         r"IN, BRN, FRN, EvoNormS0 \(nnSyncBN = SyncBN; LN_CHW is "
+                                         r"the GN paper's LN; BRN is Batch Renormalization; FRN is "
+                                         r"FRN \+ TLU\)"):
         NormSpec("Gn2")
     with pytest.raises(ValueError, match="unknown norm type 'callable'"):
         NormSpec("callable")  # the type of a callable spec is no name a config may use

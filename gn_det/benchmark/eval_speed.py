@@ -7,8 +7,6 @@ evaluate / accumulate / summarize. The sets (gn_det.evaluation.synthetic, seed 0
 5,000 images, 80 classes, 100 detections per image) are generated once into --data-dir.
 Results: docs/PERFORMANCE.md.
 """
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -191,24 +189,3 @@ def target_lines(result: Dict) -> List[str]:
         lines.append(f"  {label}: {v['measured']:.3f}{cpu} (target <= {v['target']}): "
                      f"{v['verdict']}")
     return lines
-
-
-def main(argv=None) -> int:
-    """`python -m gn_det.benchmark.eval_speed`: the benchmark on its own (tools/benchmark.py eval
-    runs the same)."""
-    ap = argparse.ArgumentParser(description=HELP)
-    ap.add_argument("--quick", action="store_true", help="500 images, for a fast check")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--json", help="also write the results here")
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    result = run(args)
-    print(json.dumps(result, indent=1))
-    print("eval ratios (lower is better):", *target_lines(result), sep="\n")
-    if args.json:
-        write_json(args.json, {"eval": result}, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

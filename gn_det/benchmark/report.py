@@ -2,6 +2,7 @@
 with the measured ratio, its interval, the target and the verdict (MET / MISSED / UNRESOLVED)."""
 from typing import Dict
 
+from . import eval_speed
 from . import export_speed as export_bench
 from . import op_profile
 
@@ -21,10 +22,7 @@ def target_lines(name: str, result: Dict) -> list:
             cpu = (t["cpu_ratio"], t.get("cpu_ci")) if "cpu_ratio" in t else None
             lines.append((label, t["ratio"], t.get("ci"), t["target"], cpu))
     elif name == "eval":
-        lines.append(("eval (COCOeval + P/R) / COCOeval", result["ratio"], None,
-                      result["budget_ratio"], None))
-        lines.append(("eval (COCOeval + P/R + confusion matrix) / COCOeval",
-                      result["ratio_with_confusion"], None, result["budget_ratio"], None))
+        return eval_speed.target_lines(result)
     elif name == "precision":
         for label, t in result.get("ratios", {}).items():
             lines.append((label, t["ratio"], t["ci"], t["target"], None))

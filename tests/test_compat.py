@@ -72,6 +72,7 @@ def test_export_caffe2_guard_both_ways():
     assert not compat.needs_export_without_caffe2(False, V06_EXPORT_INIT, "import torch\n")
 
 
+@pytest.mark.slow
 def test_detectron2_export_imports_without_faking_caffe2():
     """TracingAdapter & co. import from detectron2.export; caffe2 stays absent, and a caffe2-only
     name says it needs caffe2 (in a fresh process: the shim imports nothing until used)."""

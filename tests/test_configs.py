@@ -158,6 +158,7 @@ def test_every_config_is_listed_and_safe_yaml():
         yaml.safe_load(path.read_text())  # no python tags anywhere
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ALL_CONFIGS if n != SYNCBN])
 def test_config_builds_trains_and_predicts(name):
     cfg = load(name)
@@ -214,6 +215,7 @@ def test_invalid_settings_fail_at_build(opts, message):
         build_model(load("RetinaNet/retinanet_R_50_FPN_1x_gn_all.yaml", *opts))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in ALL_CONFIGS if n.startswith("real/")])
 def test_real_data_config_trains_on_any_coco_dataset(name, tiny_shapes, tmp_path):
     """train_net with a configs/real/ file and another dataset (the tiny shapes, 4 classes): only

@@ -10,6 +10,8 @@ import pytest
 
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # imports in fresh interpreters
+
 
 def test_importing_gn_det_changes_only_shims_and_registries():
     script = textwrap.dedent("""

@@ -24,6 +24,7 @@ def test_registry_and_arguments():
         command.parse_args(["eval", "--repeats", "0"])
 
 
+@pytest.mark.slow
 def test_gn_quick_reports_ratios(tmp_path, capsys):
     out = tmp_path / "gn.json"
     assert command.main(["gn", "--quick", "--repeats", "1", "--json", str(out)]) == 0
@@ -41,6 +42,7 @@ def test_gn_quick_reports_ratios(tmp_path, capsys):
     assert result["machine"]["torch_threads"] >= 1 and result["machine"]["cpu"]
 
 
+@pytest.mark.slow
 def test_ws_quick_reports_ratios(tmp_path):
     out = tmp_path / "ws.json"
     assert command.main(["ws", "--quick", "--repeats", "1", "--json", str(out)]) == 0
@@ -53,6 +55,8 @@ def test_ws_quick_reports_ratios(tmp_path):
     assert result["targets"]["train_ws_timm_vs_plain"]["target"] == 1.05
 
 
+@pytest.mark.multiproc
+@pytest.mark.slow
 def test_e2e_tiny_run_in_worker_processes(tmp_path, capsys):
     """Two variants at 64x96, one repeat: each in its own worker, with memory and ratios."""
     out = tmp_path / "e2e.json"
@@ -94,6 +98,7 @@ def test_e2e_arguments_and_variants():
         e2e.e2e_benchmark(str(ROOT), variants=["gn_all"])
 
 
+@pytest.mark.slow
 def test_export_quick_times_every_variant_with_intervals(tmp_path, capsys):
     """The toy model at 64 px, 3 repeats: all five variants timed side by side (the exported ones
     checked against eager first), every ratio with its interval and verdict."""
@@ -112,6 +117,7 @@ def test_export_quick_times_every_variant_with_intervals(tmp_path, capsys):
     assert "eager GN+WS folded / eager GN-all: " in printed and "(target <= 1.00x): " in printed
 
 
+@pytest.mark.slow
 def test_export_accuracy_reports_differences_per_norm(tmp_path, capsys):
     """BN at 64 px: TorchScript and ONNX Runtime against eager, eager against float64, every
     detection matched; IN is skipped below 129 px (its P7 map would be 1x1)."""
@@ -220,6 +226,7 @@ def test_target_lines_say_met_or_missed():
         "  infer gn_all / frozen_bn: 1.200x (no target): reported"]
 
 
+@pytest.mark.slow
 def test_network_signature_tells_identical_networks_apart_from_different_ones():
     """The premise behind reading e2e ratios: detectron2's own GN-all and ours build the same
     network; GN+WS folded is the GN-all network; WS, channels_last and FrozenBN are not."""

@@ -53,6 +53,7 @@ def run_killed(kind, out):
     assert r.returncode == -signal.SIGKILL, r.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_inside_save_keeps_previous_checkpoint(tmp_path):
     run_killed("atomic", tmp_path)
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
@@ -63,6 +64,7 @@ def test_sigkill_inside_save_keeps_previous_checkpoint(tmp_path):
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_detectron2_checkpointer_loses_it(tmp_path):
     """The failure the atomic save prevents: detectron2's own save truncates the file in place."""
     run_killed("detectron2", tmp_path)
@@ -305,6 +307,7 @@ def train_net(*args, env=None):
     return r, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_train_net_faults_keep_the_last_good_checkpoint(tiny_train_opts):
     out = tiny_train_opts[-1]
     cmd = [TRAIN_NET, "--config-file", TOY_CONFIG]

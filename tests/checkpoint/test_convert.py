@@ -42,6 +42,7 @@ def test_corrupt_input_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out.pth").exists()
 
 
+@pytest.mark.slow
 def test_missing_input_from_the_command_line(tmp_path):
     result = subprocess.run([sys.executable, str(TOOL), str(tmp_path / "absent.pth"),
                              str(tmp_path / "out.pth")], capture_output=True, text=True)
@@ -75,6 +76,7 @@ def test_converts_a_timm_bit_file_with_the_same_report(tmp_path, capsys):
     assert "res5.2.conv3.weight" in saved["model"] and "final_norm.bias" in saved["model"]
 
 
+@pytest.mark.slow
 def test_converting_loads_neither_the_trainer_nor_evaluation_nor_matplotlib():
     script = ("import sys, gn_det.checkpoint.convert; print(sorted(m for m in ('matplotlib', "
               "'gn_det.engine', 'gn_det.evaluation', 'detectron2.engine', 'detectron2.evaluation')"

@@ -17,6 +17,8 @@ from gn_det.engine.launch import RankError, cuda_processes, lost_peer_message, t
 from _launch_worker import all_reduce_worker, failing_worker
 from helpers import REPO, TOY_CONFIG, free_port, kill_with_children
 
+pytestmark = [pytest.mark.slow, pytest.mark.multiproc]  # launches several gloo processes
+
 
 def test_the_machine_decides_cuda_or_cpu():
     """No CUDA device: gloo CPU processes (on v0.6 and main alike); CUDA: detectron2's launcher,

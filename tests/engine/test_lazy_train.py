@@ -11,6 +11,8 @@ import pytest
 from cli_harness import tiny_dataset_opts
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # trains through the command in subprocesses
+
 TOOL = str(REPO / "tools" / "lazy_train_net.py")
 TOY = str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py")
 

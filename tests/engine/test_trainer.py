@@ -50,6 +50,8 @@ def test_amp_with_accumulation_trains_on_cpu_in_bf16(tiny_train_opts):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_two_cpu_processes_train_identically(tiny_train_opts, tmp_path):
     opts = tiny_train_opts + ["SOLVER.MAX_ITER", "8", "SOLVER.BASE_LR", "0.01",
                               "SOLVER.WARMUP_ITERS", "4",
@@ -87,6 +89,8 @@ def test_loaders_name_the_file_and_dataset_of_an_image_that_fails(tiny_shapes, t
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU gloo path")
+@pytest.mark.slow
+@pytest.mark.multiproc
 def test_two_machines_over_loopback_train_identically(tiny_train_opts, tmp_path):
     """--num-machines 2 --machine-rank 0|1 --dist-url tcp://127.0.0.1:PORT, as two separate
     commands (train_net's launch call, one process each): they train together, end with the

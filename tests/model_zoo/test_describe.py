@@ -11,6 +11,8 @@ from gn_det.model_zoo import describe as describe_configs
 
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # builds every preset, R50s included
+
 ROOT = REPO
 
 RETINA = ROOT / "configs/RetinaNet"

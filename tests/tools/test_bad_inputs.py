@@ -21,6 +21,8 @@ import pytest
 from cli_harness import (CLIS, KILLING_WRAPPER, REPO, TOY_CONFIG, Case, Inputs, cut_jpeg,
                          jpeg_without_eoi, root_logs_to_stderr, run_case, tiny_train_opts, write)
 
+pytestmark = pytest.mark.slow  # runs each bad input through the real command, most in a subprocess
+
 # ------------------------------------------------------------------------------ the cases
 
 def dataset_case(name, mutate, expect="error", words=""):

@@ -6,6 +6,8 @@ import sys
 import pytest
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # runs pip (dry runs) and import checks in subprocesses
+
 sys.path.insert(0, str(REPO / "tools"))
 import bootstrap  # noqa: E402
 

@@ -13,6 +13,8 @@ import pytest
 from cli_harness import TINY_MODEL_OPTS, tiny_dataset_opts
 from helpers import REPO
 
+pytestmark = pytest.mark.slow  # installs the package into a fresh venv
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):

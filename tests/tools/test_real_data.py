@@ -18,6 +18,8 @@ from gn_det.utils.text import plural
 
 from cli_harness import SHARED_DATA, TINY_MODEL_OPTS, TOY_CONFIG, run_cli, shared_data
 
+pytestmark = pytest.mark.slow  # converts and trains on real photographs
+
 
 N_TRAIN, N_VAL = 4, 2
 

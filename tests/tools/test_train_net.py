@@ -1,5 +1,6 @@
 """tools/train_net.py end to end: train + evaluate + metrics_final.json, --eval-only, a SIGKILL
 after the first checkpoint then --resume, and one-line errors for bad input."""
+import pytest
 import json
 import os
 import signal
@@ -8,6 +9,8 @@ import sys
 import time
 
 from helpers import REPO, TOY_CONFIG
+
+pytestmark = pytest.mark.slow  # trains through the command in subprocesses
 
 TRAIN_NET = str(REPO / "tools/train_net.py")
 

@@ -12,7 +12,36 @@ def add_gn_det_config(cfg: CN) -> CN:
     _add_data_config(cfg)
     _add_eval_config(cfg)
     _add_bit_config(cfg)
+    _add_recipe_config(cfg)
     return cfg
+
+
+# The EMA of the weights (gn_det.engine.ema), for YAML (MODEL.EMA, upper case) and LazyConfig
+# (train.ema) configs alike.
+EMA_DEFAULTS = {"enabled": False, "decay": 0.999, "warmup_power": 0.75}
+
+
+def _add_recipe_config(cfg: CN):
+    # The small-data recipe's training augmentations (gn_det.data.augmentation), each piece on its
+    # own; all off = detectron2's resize + flip. Large-scale jitter: resize into the IMAGE_SIZE
+    # box ([height, width]) at a scale drawn from [MIN_SCALE, MAX_SCALE], then a random
+    # IMAGE_SIZE window (padded right / bottom when smaller, with PAD_VALUE; < 0 = the mean of
+    # MODEL.PIXEL_MEAN); it replaces INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN. A multiple of 128
+    # costs RetinaNet no padding.
+    cfg.INPUT.LSJ = CN({"ENABLED": False, "IMAGE_SIZE": [512, 512], "MIN_SCALE": 0.5,
+                        "MAX_SCALE": 2.0, "PAD_VALUE": -1.0})
+    # Colour jitter: brightness, contrast and saturation intensities drawn from [lo, hi] per
+    # image (1 = unchanged; [1.0, 1.0] leaves one out), in INPUT.FORMAT's channel order.
+    cfg.INPUT.COLOR_JITTER = CN({"ENABLED": False, "BRIGHTNESS": [0.7, 1.3],
+                                 "CONTRAST": [0.7, 1.3], "SATURATION": [0.7, 1.3]})
+    # detectron2's random crop (INPUT.CROP.ENABLED / TYPE / SIZE) applied to this share of the
+    # images; boxes are clipped to the crop and those cut off are dropped.
+    cfg.INPUT.CROP.PROB = 1.0
+    # An exponential moving average of the weights, updated after every optimizer step with
+    # decay min(DECAY, 1 - n ** -WARMUP_POWER) at the n-th update (WARMUP_POWER 0: DECAY from the
+    # start), evaluated instead of the trained weights and saved as the checkpoints' "model" (the
+    # trained weights under "ema", for --resume).
+    cfg.MODEL.EMA = CN({k.upper(): v for k, v in EMA_DEFAULTS.items()})
 
 
 def _add_bit_config(cfg: CN):

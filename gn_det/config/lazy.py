@@ -10,7 +10,8 @@ A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `mode
 
 `train` also takes `accumulate_steps` (SOLVER.ACCUMULATE_STEPS), `skip_mismatched_weights`
 (MODEL.SKIP_MISMATCHED_WEIGHTS), `precision` and `precision_fallback` (MODEL.PRECISION,
-MODEL.PRECISION_FALLBACK); `dataloader.evaluator` is gn_det's PREvaluator.
+MODEL.PRECISION_FALLBACK) and `ema` (MODEL.EMA: enabled, decay, warmup_power);
+`dataloader.evaluator` is gn_det's PREvaluator.
 """
 import inspect
 import logging
@@ -23,13 +24,14 @@ from detectron2.config import LazyConfig
 
 from ..layers import ConvNormSpec
 from ..utils.errors import one_line
+from .defaults import EMA_DEFAULTS
 
 logger = logging.getLogger(__name__)
 
 _MISSING = object()
 # LazyConfig keys gn_det adds to detectron2's common/train.py, with their defaults.
 TRAIN_DEFAULTS = {"accumulate_steps": 1, "skip_mismatched_weights": False,
-                  "precision": "auto", "precision_fallback": "fp32"}
+                  "precision": "auto", "precision_fallback": "fp32", "ema": dict(EMA_DEFAULTS)}
 DATASETS_DEFAULTS = {"coco_format": [], "cache_dir": "", "check_images": True}
 
 

@@ -52,6 +52,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.skip_mismatched = skip_mismatched
         self.strict = strict
+        # A module whose weights are saved as "model" instead of the model's (the EMA of the
+        # weights: gn_det.engine.ema); None = the model's.
+        self.saved_model = None
         self._resuming = False
         self._source = ""
         if self.save_to_disk and save_dir and os.path.isdir(save_dir):
@@ -64,7 +67,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         basename = f"{name}.pth"
-        state = self.model.state_dict()
+        state = (self.model if self.saved_model is None else self.saved_model).state_dict()
         bad = first_non_finite(state)
         if bad is not None:
             last = self.get_checkpoint_file() if self.has_checkpoint() else "none"

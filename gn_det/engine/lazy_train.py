@@ -1,8 +1,8 @@
 """Training and evaluation from a LazyConfig (gn_det.config.lazy), as detectron2's
 tools/lazyconfig_train_net.py does, with gn_det's pieces: gradient accumulation
 (`train.accumulate_steps`, with `train.amp.enabled` too), atomic and checked checkpoints, the
-precision/recall evaluator, datasets from the config, CPU when CUDA is absent, and no evaluation
-after a failed run."""
+precision/recall evaluator, datasets from the config, CPU when CUDA is absent, no evaluation
+after a failed run, and the EMA of the weights (`train.ema`, gn_det.engine.ema)."""
 import logging
 import time
 import weakref
@@ -16,6 +16,7 @@ from detectron2.utils import comm
 from .accumulation import AccumulatingTrainer
 from .precision import precision_from_lazy_cfg, prepare_for_training
 from .defaults import default_writers
+from .ema import attach_ema, place_ema_hook
 from ..checkpoint import AtomicCheckpointer
 from ..utils.text import plural
 from .trainer import after_train_unless_failed
@@ -84,21 +85,26 @@ def do_train(cfg, resume: bool = False) -> dict:
     trainer = LazyTrainer(model, train_loader, optimizer, int(cfg.train.accumulate_steps),
                           precision=precision)
     ckpt = checkpointer(cfg, model, trainer=weakref.proxy(trainer))
+    ema = attach_ema(model, ckpt, cfg.train.ema, "train.ema")  # None when off
     results = {}
 
     def test_and_keep():
-        results.update(do_test(cfg, model))
+        results.update(do_test(cfg, model if ema is None else ema.module))
         return results
 
-    trainer.register_hooks([
+    eval_hook = hooks.EvalHook(cfg.train.eval_period, test_and_keep)
+    hook_list = [
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(ckpt, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
-        hooks.EvalHook(cfg.train.eval_period, test_and_keep),
+        eval_hook,
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
                              period=cfg.train.log_period) if comm.is_main_process() else None,
-    ])
+    ]
+    if ema is not None:
+        hook_list = place_ema_hook(hook_list, ema, eval_hook)
+    trainer.register_hooks(hook_list)
     ckpt.resume_or_load(cfg.train.init_checkpoint, resume=resume)
     # the checkpoint stores the iteration that finished, so a resumed run starts after it
     start_iter = trainer.iter + 1 if resume and ckpt.has_checkpoint() else 0

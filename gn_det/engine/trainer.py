@@ -5,7 +5,9 @@ precision of MODEL.PRECISION (bf16 on CPUs with bf16 units; fp16 + grad scaler o
 SOLVER.AMP), GN weight decay (SOLVER.WEIGHT_DECAY_GN), atomic and checked checkpoints that
 include the optimizer state, DDP on CPU (gloo), the per-GPU batch stated in the log at start, the
 precision/recall evaluator (gn_det.evaluation) by default, resumed runs that follow the config's
-learning rate, and no evaluation after a failed run.
+learning rate, no evaluation after a failed run, the small-data recipe (training augmentations
+INPUT.LSJ / COLOR_JITTER / CROP, the EMA of the weights MODEL.EMA) and OUTPUT_DIR/metrics.json in
+strict JSON.
 """
 import logging
 import warnings
@@ -21,9 +23,12 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import describe_norms
 from ..data.images import ImageNamingMapper
+from ..data.augmentation import build_train_mapper
 from ..evaluation.pr_evaluator import build_pr_evaluator
 from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from ..checkpoint import AtomicCheckpointer
+from .defaults import default_writers
+from .ema import attach_ema, place_ema_hook
 from .optimizer import build_optimizer
 from .precision import precision_from_cfg, prepare_for_training
 
@@ -94,15 +99,38 @@ class Trainer(DefaultTrainer):
     def after_train(self):
         return after_train_unless_failed(self, super().after_train)
 
+    def build_hooks(self):
+        """detectron2's hooks, plus the EMA of the weights when MODEL.EMA.ENABLED: updated after
+        each optimizer step, evaluated instead of the trained weights, saved as the checkpoints'
+        "model" (gn_det.engine.ema)."""
+        hook_list = super().build_hooks()
+        self.ema = ema = attach_ema(self.model, self.checkpointer, self.cfg.MODEL.EMA,
+                                    "MODEL.EMA")
+        if ema is None:
+            return hook_list
+
+        def test_ema_and_save_results():
+            self._last_eval_results = self.test(self.cfg, ema.module)
+            return self._last_eval_results
+
+        return place_ema_hook(hook_list, ema,
+                              hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_ema_and_save_results))
+
+    def build_writers(self):
+        """detectron2's writers, with OUTPUT_DIR/metrics.json in strict JSON (NaN as null)."""
+        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
 
     # detectron2's loaders, with the mapper wrapped so an image that fails to decode is one line
-    # naming the file and its dataset (from data-loader workers too).
+    # naming the file and its dataset (from data-loader workers too); the training mapper's
+    # augmentations are the recipe's (INPUT.LSJ, INPUT.COLOR_JITTER, INPUT.CROP: all off =
+    # detectron2's).
     @classmethod
     def build_train_loader(cls, cfg):
-        mapper = ImageNamingMapper(DatasetMapper(cfg, is_train=True), cfg.DATASETS.TRAIN)
+        mapper = ImageNamingMapper(build_train_mapper(cfg), cfg.DATASETS.TRAIN)
         return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod

@@ -1,8 +1,9 @@
 """gn_det.engine.ema: the EMA of the weights against a hand computation, one update per optimizer
 step under gradient accumulation, buffers copied, saved as the checkpoint's "model" with the
-trained weights beside it for --resume, the EMA model evaluated by the trainer, and a tiny
-train_net run of the whole small-data recipe whose --eval-only of model_final.pth reproduces the
-training's own evaluation."""
+trained weights beside it for --resume, the EMA model evaluated by the trainer, and tiny
+train_net (the whole small-data recipe) and lazy_train_net (train.ema) runs whose --eval-only of
+model_final.pth reproduces the training's own evaluation. The LazyConfig run reuses
+test_lazy_train's shrunk toy preset."""
 import itertools
 import json
 
@@ -20,6 +21,9 @@ from gn_det.engine.ema import EMAHook, attach_ema, ema_settings
 
 from cli_harness import run_cli
 from helpers import TOY_CONFIG
+from test_lazy_train import TOY as LAZY_TOY
+from test_lazy_train import run as run_lazy
+from test_lazy_train import tiny_overrides
 
 
 class Tiny(nn.Module):
@@ -208,3 +212,23 @@ def test_train_net_with_the_whole_recipe_then_eval_only(tiny_train_opts, tmp_pat
     assert again["results"] == trained["results"]
     for line in (out / "metrics.json").read_text().splitlines():  # strict JSON: no NaN token
         json.loads(line, parse_constant=lambda token: pytest.fail(f"{token} in metrics.json"))
+
+
+@pytest.mark.slow
+def test_lazy_train_with_train_ema_then_resume_and_eval_only(tiny_shapes, tmp_path):
+    """tools/lazy_train_net.py with train.ema: 4 iterations, --resume to 6 (the average carried
+    on: 6 updates), --eval-only of model_final.pth: the training's final numbers again."""
+    out = tmp_path / "out"
+    ema = ["train.ema.enabled=true", "train.ema.decay=0.9"]
+    r = run_lazy("--config-file", LAZY_TOY, *tiny_overrides(tiny_shapes, out), *ema)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_lazy("--config-file", LAZY_TOY, "--resume",
+                 *tiny_overrides(tiny_shapes, out, max_iter=6), *ema)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(out / "model_final.pth", weights_only=False)["ema"]["updates"] == 6
+    trained = json.loads((out / "metrics_final.json").read_text())
+    r = run_lazy("--config-file", LAZY_TOY, "--eval-only", *tiny_overrides(tiny_shapes, out),
+                 f"train.init_checkpoint={out / 'model_final.pth'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out / "metrics_final.json").read_text())
+    assert again["results"] == trained["results"] and trained["iteration"] == 6

@@ -1,61 +1,107 @@
 """What a norm x batch study writes and prints besides its cells: the grid's settings and machine
-(results.json), the Markdown header, the tables and plot rewritten after every cell, the
-dry-run listing and the warning that a shared CPU inflates timings."""
+(results.json), the Markdown header, the tables and plots rewritten after every cell (in
+OUT/<design>/), the same rebuilt from a results.json without training, the dry-run listing and
+the warning that a shared CPU inflates timings."""
 import dataclasses
 import os
 import shlex
 import time
 
+from ..utils.file_io import read_json
 from ..utils.machine import machine_info
 from .ap_plot import plot_ap_vs_batch
+from .stats import INTERVAL
 from .tables import format_markdown, write_csv, write_json, write_markdown
+
+DESIGN_TEXT = {
+    "controlled": "controlled design (only the norm's batch varies: every cell steps the "
+                  "optimizer on the same {effective} images with the same LR and schedule, as "
+                  "b images per forward x {effective}/b accumulated micro-steps; RetinaNet's loss "
+                  "normalized per optimizer step)",
+    "budget": "budget design (what one small GPU gives: b images per optimizer step, BASE_LR "
+              "scaled with b, the image budget below but at least {min_steps} optimizer steps)",
+}
 
 
 def grid_info(grid, argv, cfg) -> dict:
-    """results.json's settings: the command, datasets, presets, batches, schedule, machine."""
+    """results.json's settings: the command, datasets, design, presets, batches, seeds,
+    schedule, machine."""
     return {"grid": {
         "command": " ".join(shlex.quote(a) for a in ["python", "tools/compare_norms.py", *argv]),
         "base_config": os.path.relpath(grid.base_config, os.getcwd()),
         "train_dataset": list(cfg.DATASETS.TRAIN), "test_dataset": list(cfg.DATASETS.TEST),
+        "design": grid.design, "effective_batch": grid.effective_batch or None,
         "presets": [{"name": p.name, "description": p.description,
                      "opts": list(p.opts), "config_file": p.config_file} for p in grid.presets],
-        "batches": list(grid.batches), "schedule": dataclasses.asdict(grid.schedule),
-        "opts": [str(o) for o in grid.opts], "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "batches": list(grid.batches), "seeds": grid.seeds,
+        "schedule": dataclasses.asdict(grid.schedule), "precision": cfg.MODEL.PRECISION,
+        "interval": INTERVAL, "opts": [str(o) for o in grid.opts],
+        "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }, "machine": machine_info()}
 
 
 def markdown_header(info: dict) -> str:
     g, m, s = info["grid"], info["machine"], info["grid"]["schedule"]
     steps = ", ".join(f"{f:g}" for f in s["step_fractions"]) or "none"
+    design = DESIGN_TEXT[g["design"]].format(effective=g.get("effective_batch"),
+                                             min_steps=s.get("min_steps", 0))
     return (f"Command: `{g['command']}`\n\n"
             f"Trained on {', '.join(g['train_dataset'])}, evaluated on "
-            f"{', '.join(g['test_dataset'])}. Every cell: {s['images']} training images, "
-            f"BASE_LR = {s['lr_per_image']:g} x images per GPU, warm-up {s['warmup_images']} "
-            f"images, LR steps at {steps} of the schedule, SEED {s['seed']}.\n"
-            f"Machine: {m['cpu']}, {m['usable_cores']} usable cores; {g['jobs']} cell(s) at a "
-            f"time, {g['threads'] or m['torch_threads']} torch thread(s) each.\n")
+            f"{', '.join(g['test_dataset'])}; {design}. Image budget {s['images']} per cell, "
+            f"BASE_LR = {s['lr_per_image']:g} x the optimizer's batch ({s['optimizer']}), "
+            f"warm-up {s['warmup_images']} images, LR steps at {steps} of the schedule; seeds "
+            f"{', '.join(str(x) for x in g['seeds'])} (SEED: initial weights, data order); "
+            f"MODEL.PRECISION {g.get('precision', '?')}.\n"
+            f"Machine: {m['cpu']}, {m['usable_cores']} usable cores; {g.get('jobs', '?')} "
+            f"cell(s) at a time, {g.get('threads') or m['torch_threads']} torch thread(s) each; "
+            f"torch {m.get('torch', '?')}.\n")
 
 
-def write_outputs(rows, grid, info, out):
-    """results.csv, results.json, results.md and ap_vs_batch.png of the rows so far."""
+def design_folder(out: str, design: str) -> str:
+    return os.path.join(out, design)
+
+
+def write_outputs(rows, info, out, cell_folders_in_out: bool = True):
+    """results.csv, results.json, results.md, ap_vs_batch.png and ap50_vs_batch.png of the rows
+    so far, in OUT/<design>/; cell folders are written relative to OUT (committable), from the
+    paths the runner gives (`cell_folders_in_out`), else as they are (already relative)."""
+    g = info["grid"]
+    folder = design_folder(out, g["design"])
+    os.makedirs(folder, exist_ok=True)
     info["grid"]["updated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    names = [p.name for p in grid.presets]
-    write_csv(rows, os.path.join(out, "results.csv"))
-    write_json(rows, info, os.path.join(out, "results.json"))
-    write_markdown(format_markdown(rows, info["grid"]["presets"], grid.batches,
-                                   markdown_header(info)), os.path.join(out, "results.md"))
-    s = grid.schedule
-    title = (f"AP vs images per GPU: train {', '.join(info['grid']['train_dataset'])}, "
-             f"{s.images} images per cell, LR {s.lr_per_image:g} x batch")
-    plot_ap_vs_batch(rows, names, grid.batches, os.path.join(out, "ap_vs_batch.png"), title)
+    if cell_folders_in_out:
+        rows = [dict(r, folder=r.get("folder") and os.path.relpath(r["folder"], out))
+                for r in rows]
+    names = [p["name"] for p in g["presets"]]
+    write_csv(rows, os.path.join(folder, "results.csv"))
+    write_json(rows, info, os.path.join(folder, "results.json"))
+    write_markdown(format_markdown(rows, g["presets"], g["batches"], markdown_header(info),
+                                   g.get("reference")), os.path.join(folder, "results.md"))
+    data = ", ".join(g["train_dataset"])
+    for key, name in (("AP", "ap_vs_batch.png"), ("AP50", "ap50_vs_batch.png")):
+        title = f"{key} vs images per GPU: {data}, {g['design']} design, {len(g['seeds'])} seed(s)"
+        plot_ap_vs_batch(rows, names, g["batches"], os.path.join(folder, name), title, key)
+
+
+def rebuild(results_json: str, out: str):
+    """Rewrite every table and plot from a results.json (e.g. one committed under docs/) into
+    OUT/<design>/, without training; (its rows, that folder)."""
+    data = read_json(results_json)
+    if not isinstance(data, dict) or "grid" not in data or "cells" not in data:
+        raise ValueError(f"--rebuild-from {results_json}: not a compare_norms results.json (no "
+                         f"'grid' and 'cells')")
+    info = {"grid": data["grid"], "machine": data.get("machine", {})}
+    write_outputs(data["cells"], info, out, cell_folders_in_out=False)
+    return data["cells"], design_folder(out, info["grid"]["design"])
 
 
 def dry_run(grid, out):
     for cell in grid.cells():
-        s = grid.schedule.solver(cell.batch)
-        print(f"{cell.key}: {s['SOLVER.MAX_ITER']} iterations, BASE_LR {s['SOLVER.BASE_LR']:g}, "
-              f"warm-up {s['SOLVER.WARMUP_ITERS']} it, steps {list(s['SOLVER.STEPS'])}, "
-              f"checkpoint every {s['SOLVER.CHECKPOINT_PERIOD']} it -> {cell.folder(out)}")
+        s = grid.solver(cell.batch)
+        print(f"{cell.key}: {s['SOLVER.MAX_ITER']} iterations x {s['SOLVER.ACCUMULATE_STEPS']} "
+              f"micro-step(s), BASE_LR {s['SOLVER.BASE_LR']:g}, warm-up "
+              f"{s['SOLVER.WARMUP_ITERS']} it, steps {list(s['SOLVER.STEPS'])}, checkpoint every "
+              f"{s['SOLVER.CHECKPOINT_PERIOD']} it -> {cell.folder(out)}")
 
 
 def warn_if_busy(threads: int, prog: str):

@@ -1,10 +1,11 @@
 """Runs a grid's cells, each in its own process (a crash or memory blow-up ends that cell only;
 peak RSS is per cell), skipping cells finished earlier, with a progress line and grid ETA per cell.
 
-A cell's folder OUT/<preset>/bs<batch>/ holds cell.yaml (its full config), the trainer's outputs,
-process.log, and result.json once finished (done, or diverged: a non-finite loss), which is what
-makes a rerun skip it. A cell that crashed gets failed.json instead and runs again on a rerun; an
-interrupted one restarts from iteration 0, or continues from its last checkpoint with resume.
+A cell's folder OUT/<design>/<preset>/bs<batch>/seed<seed>/ holds cell.yaml (its full config),
+the trainer's outputs, process.log, and result.json once finished (done, or diverged: a non-finite
+loss), which is what makes a rerun skip it. A cell that crashed gets failed.json instead and runs
+again on a rerun; an interrupted one continues from its last checkpoint (resume, the default), or
+restarts from iteration 0.
 """
 import concurrent.futures
 import glob
@@ -101,7 +102,7 @@ def finished_result(folder: str) -> Optional[dict]:
     return None
 
 
-def prepare_folder(cell: Cell, folder: str, cfg_yaml: str, resume: bool) -> Optional[dict]:
+def prepare_folder(cell: Cell, folder: str, cfg_yaml: str, resume: bool = True) -> Optional[dict]:
     """Return the finished result to reuse, or None after readying the folder for a run
     (cleared unless resuming). A folder with another config is an error, never overwritten."""
     config_path = os.path.join(folder, CELL_CONFIG)
@@ -188,12 +189,15 @@ def _exit_reason(rc: int, log_path: str) -> str:
 def cell_record(cell: Cell, cfg, folder: str) -> Dict[str, object]:
     """What a cell is, from its config (the part of its row known before it runs)."""
     s = cfg.SOLVER
-    return {"preset": cell.preset.name, "batch": cell.batch, "images": s.MAX_ITER * cell.batch,
+    effective = cell.batch * s.ACCUMULATE_STEPS
+    return {"design": cell.design, "preset": cell.preset.name, "batch": cell.batch,
+            "seed": cell.seed, "accumulate_steps": s.ACCUMULATE_STEPS,
+            "effective_batch": effective, "images": s.MAX_ITER * effective,
             "max_iter": s.MAX_ITER, "base_lr": s.BASE_LR, "warmup_iters": s.WARMUP_ITERS,
             "steps": list(s.STEPS), "folder": folder}
 
 
-def run_cell(cell: Cell, cfg, folder: str, resume: bool = False,
+def run_cell(cell: Cell, cfg, folder: str, resume: bool = True,
              command: Optional[Sequence[str]] = None, threads: int = 0,
              running: Optional[Set[subprocess.Popen]] = None) -> Dict[str, object]:
     """Run one prepared cell; write and return result.json (finished) or failed.json."""
@@ -217,10 +221,15 @@ def run_cell(cell: Cell, cfg, folder: str, resume: bool = False,
     return record
 
 
-def remove_intermediate_checkpoints(folder: str) -> None:
-    """Keep model_final.pth (last_checkpoint points to it); drop model_<iter>.pth."""
-    for path in glob.glob(os.path.join(folder, "model_[0-9]*.pth")):
-        os.unlink(path)
+def remove_checkpoints(folder: str, final: bool = False) -> None:
+    """Drop model_<iter>.pth; keep model_final.pth (last_checkpoint points to it) unless `final`
+    (then both go: the cell's result.json is what the study reads)."""
+    paths = glob.glob(os.path.join(folder, "model_[0-9]*.pth"))
+    if final:
+        paths += [os.path.join(folder, name) for name in ("model_final.pth", "last_checkpoint")]
+    for path in paths:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def describe(record: Dict) -> str:
@@ -233,13 +242,15 @@ def describe(record: Dict) -> str:
     return f"AP {ap}  AP50 {ap50}"
 
 
-def run_grid(grid: Grid, out: str, resume: bool = False, keep_checkpoints: bool = False,
-             jobs: int = 1, threads: int = 0,
+def run_grid(grid: Grid, out: str, resume: bool = True, keep_checkpoints: bool = False,
+             jobs: int = 1, threads: int = 0, delete_weights: bool = False,
              on_update: Callable[[List[Dict]], None] = lambda rows: None,
              log: Callable[[str], None] = lambda line: print(line, flush=True),
              command: Optional[Sequence[str]] = None) -> List[Dict]:
     """Run (or skip) every cell, `jobs` at a time, in grid order; `on_update(rows)` after each
     cell with the rows so far, in grid order. `threads` > 0: torch threads per cell.
+    `resume`: interrupted cells continue from their last checkpoint (else restart);
+    `delete_weights`: a finished cell keeps no checkpoint at all.
 
     Every cell's config is built and validated before the first one runs."""
     if jobs < 1:
@@ -264,16 +275,17 @@ def run_grid(grid: Grid, out: str, resume: bool = False, keep_checkpoints: bool 
     def work(i: int) -> None:
         cell, cfg, folder = cells[i], configs[i], cells[i].folder(out)
         s = cfg.SOLVER
+        accumulation = f" x {s.ACCUMULATE_STEPS} accumulated" if s.ACCUMULATE_STEPS > 1 else ""
         with lock:
-            log(f"{tags[i]}: started, {s.MAX_ITER} iterations x {plural(cell.batch, 'image')}, "
-                f"BASE_LR {s.BASE_LR:g}, warm-up {s.WARMUP_ITERS} it, steps {list(s.STEPS)}; log "
-                f"{folder}/log.txt")
+            log(f"{tags[i]}: started, {s.MAX_ITER} iterations x {plural(cell.batch, 'image')}"
+                f"{accumulation}, BASE_LR {s.BASE_LR:g}, warm-up {s.WARMUP_ITERS} it, steps "
+                f"{list(s.STEPS)}; log {folder}/log.txt")
         record = run_cell(cell, cfg, folder, resume, command, threads, running)
         with lock:  # before this worker takes the next cell, so lines come in a natural order
             if record["status"] != "failed":
                 eta.add(cell.batch, record["wall_s"])
-                if not keep_checkpoints:
-                    remove_intermediate_checkpoints(folder)
+                if delete_weights or not keep_checkpoints:
+                    remove_checkpoints(folder, final=delete_weights)
             rows[i] = record
             timing = format_seconds(record["wall_s"])
             if record["status"] != "failed":

@@ -22,6 +22,7 @@ from ..data import register_datasets_from_cfg
 from ..engine import Trainer, default_setup
 from ..utils.file_io import write_json
 from ..utils.machine import peak_rss_mb
+from . import step_normalizer  # noqa: F401  registers the controlled design's RetinaNet
 
 CELL_CONFIG = "cell.yaml"
 TRAIN_RESULT = "train_result.json"

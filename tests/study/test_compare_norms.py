@@ -1,6 +1,7 @@
-"""tools/compare_norms.py end to end on a tiny grid (gn_all x 1, 2 images per GPU, a few
-iterations at 64 px): outputs, the per-cell scaling, shared initialization, progress lines,
-skipping finished cells on a rerun, and one-line errors for bad flags."""
+"""tools/compare_norms.py end to end on a tiny grid (gn_all x 1, 2 images per GPU x 2 seeds, a
+few iterations at 64 px): outputs, the per-cell scaling, shared initialization per seed, progress
+lines, skipping finished cells on a rerun, the tables rebuilt from results.json alone, the
+controlled design's plan, and one-line errors for bad flags."""
 import csv
 import json
 import os
@@ -19,10 +20,11 @@ from helpers import REPO
 TOOL = REPO / "tools" / "compare_norms.py"
 
 
-def tiny_args(ds, out, flags=(), opts=()):
+def tiny_args(ds, out, flags=(), opts=(), budget=("--max-images", "4")):
     """The tiny grid's command line, with more `flags` (later ones win) and trailing `opts`."""
-    return ["--presets", "gn_all", "--batches", "1,2", "--max-images", "4", "--warmup-images", "2",
-            "--steps", "0.5", "--jobs", "2", "--threads", "1", "--out", str(out),
+    return ["--presets", "gn_all", "--batches", "1,2", "--seeds", "2", *budget,
+            "--warmup-images", "2", "--steps", "0.5", "--jobs", "2", "--threads", "1",
+            "--out", str(out),
             "--coco-format", "cn_train", f"{ds}/annotations/train.json", f"{ds}/train",
             "--coco-format", "cn_val", f"{ds}/annotations/val.json", f"{ds}/val",
             "--dataset", "cn_train", "cn_val", *flags, *TINY_MODEL_OPTS, *opts]
@@ -42,70 +44,96 @@ def grid(tiny_shapes, tmp_path_factory):
     return {"out": out, "args": args, "first": first}
 
 
-def cell(grid, batch):
-    return grid["out"] / "gn_all" / f"bs{batch}"
+def cell(grid, batch, seed=0):
+    return grid["out"] / "budget" / "gn_all" / f"bs{batch}" / f"seed{seed}"
 
 
+CELLS = [(1, 0), (2, 0), (1, 1), (2, 1)]  # (batch, seed), in grid order: seed-major
+
+
+@pytest.mark.slow
 def test_outputs_are_written(grid):
-    out = grid["out"]
+    out = grid["out"] / "budget"
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["preset"], r["batch"], r["status"]) for r in rows] == [
-        ("gn_all", "1", "done"), ("gn_all", "2", "done")]
+    assert [(r["design"], r["preset"], r["batch"], r["seed"], r["status"]) for r in rows] == [
+        ("budget", "gn_all", str(b), str(s), "done") for b, s in CELLS]
     assert all(float(r["AP"]) >= 0 and float(r["peak_rss_mb"]) > 100 for r in rows)
+    assert rows[0]["folder"] == "budget/gn_all/bs1/seed0"  # relative to --out: committable
     data = json.loads((out / "results.json").read_text())
     assert data["grid"]["batches"] == [1, 2] and data["grid"]["schedule"]["images"] == 4
-    assert data["machine"]["cores"] >= 1 and len(data["cells"]) == 2
+    assert data["grid"]["seeds"] == [0, 1] and data["grid"]["design"] == "budget"
+    assert data["machine"]["cores"] >= 1 and len(data["cells"]) == 4
     md = (out / "results.md").read_text()
     assert "| gn_all " in md and "| 1 img/GPU " in md and "| 2 img/GPU " in md
-    assert md.startswith("Command: `") and "Machine: " in md
-    with Image.open(out / "ap_vs_batch.png") as image:
-        assert image.format == "PNG"
-    for b in (1, 2):
-        folder = cell(grid, b)
+    assert " ± " in md and "(2) " in md and "paired by seed, n = 2" in md
+    assert md.startswith("Command: `") and "Machine: " in md and "budget design" in md
+    for name in ("ap_vs_batch.png", "ap50_vs_batch.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG"
+    for b, s in CELLS:
+        folder = cell(grid, b, s)
         assert (folder / "inference" / "cn_val" / "metrics.json").is_file()
         assert (folder / "model_final.pth").is_file()
         assert not list(folder.glob("model_0*.pth"))  # intermediate checkpoints dropped
 
 
+@pytest.mark.slow
 def test_each_cell_scales_lr_iterations_and_warmup(grid):
     expected = {1: (1, 0.0025, 4, 2, [2]), 2: (2, 0.005, 2, 1, [1])}
-    seeds = set()
-    for b, (ims, lr, max_iter, warmup, steps) in expected.items():
-        solver = yaml.safe_load((cell(grid, b) / "cell.yaml").read_text())["SOLVER"]
-        assert (solver["IMS_PER_BATCH"], solver["MAX_ITER"], solver["WARMUP_ITERS"],
-                list(solver["STEPS"])) == (ims, max_iter, warmup, steps)
-        assert solver["BASE_LR"] == pytest.approx(lr)
-        seeds.add(yaml.safe_load((cell(grid, b) / "cell.yaml").read_text())["SEED"])
-        result = json.loads((cell(grid, b) / "result.json").read_text())
+    for b, s in CELLS:
+        ims, lr, max_iter, warmup, steps = expected[b]
+        config = yaml.safe_load((cell(grid, b, s) / "cell.yaml").read_text())
+        solver = config["SOLVER"]
+        assert (solver["IMS_PER_BATCH"], solver["ACCUMULATE_STEPS"], solver["MAX_ITER"],
+                solver["WARMUP_ITERS"], list(solver["STEPS"])) == (ims, 1, max_iter, warmup,
+                                                                    steps)
+        assert solver["BASE_LR"] == pytest.approx(lr) and config["SEED"] == s
+        result = json.loads((cell(grid, b, s) / "result.json").read_text())
         assert result["iterations"] == max_iter and result["images"] == 4
-        assert result["threads"] == 1
-    assert len(seeds) == 1
+        assert result["threads"] == 1 and result["seed"] == s
 
 
-def test_cells_start_from_the_same_weights(grid):
-    digests = {json.loads((cell(grid, b) / "result.json").read_text())["init_digest"]
-               for b in (1, 2)}
-    assert len(digests) == 1
+@pytest.mark.slow
+def test_cells_of_a_seed_start_from_the_same_weights(grid):
+    digests = {s: {json.loads((cell(grid, b, s) / "result.json").read_text())["init_digest"]
+                   for b in (1, 2)} for s in (0, 1)}
+    assert [len(d) for d in digests.values()] == [1, 1] and digests[0] != digests[1]
 
 
+@pytest.mark.slow
 def test_progress_line_per_cell_with_eta(grid):
     lines = grid["first"].stdout.splitlines()
-    for b in (1, 2):
-        tag = f"[{b}/2] gn_all/bs{b}"
+    for i, (b, s) in enumerate(CELLS):
+        tag = f"[{i + 1}/4] gn_all/bs{b}/seed{s}"
         assert any(line.startswith(f"{tag}: started, ") for line in lines)
         done = [line for line in lines if line.startswith(f"{tag}: AP ")]
         assert len(done) == 1 and " s/it)" in done[0] and "peak RSS" in done[0]
     assert any("ETA " in line for line in lines) and "grid done" in grid["first"].stdout
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_cells(grid):
-    before = {b: os.stat(cell(grid, b) / "result.json").st_mtime_ns for b in (1, 2)}
+    before = {c: os.stat(cell(grid, *c) / "result.json").st_mtime_ns for c in CELLS}
     again = run_tool(grid["args"])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("finished earlier, skipped: AP ") == 2
+    assert again.stdout.count("finished earlier, skipped: AP ") == 4
     assert "started" not in again.stdout
-    assert before == {b: os.stat(cell(grid, b) / "result.json").st_mtime_ns for b in (1, 2)}
+    assert before == {c: os.stat(cell(grid, *c) / "result.json").st_mtime_ns for c in CELLS}
+
+
+@pytest.mark.slow
+def test_tables_and_plots_rebuild_from_results_json_alone(grid, tmp_path, capsys):
+    """What docs/study commits (results.json) rebuilds every output, without a cell folder."""
+    source = tmp_path / "committed.json"
+    source.write_text((grid["out"] / "budget" / "results.json").read_text())
+    out = tmp_path / "rebuilt"
+    assert compare_norms.main(["--rebuild-from", str(source), "--out", str(out)]) == 0
+    assert "rebuilt the tables and plots of 4 cells" in capsys.readouterr().out
+    for name in ("results.csv", "results.md"):
+        original = (grid["out"] / "budget" / name).read_text().splitlines()
+        assert (out / "budget" / name).read_text().splitlines()[1:] == original[1:], name
+    assert (out / "budget" / "ap_vs_batch.png").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +145,9 @@ def tool():
     (["--batches", "0"], "argument --batches: '0': batch sizes are distinct integers >= 1"),
     (["--batches", "1,x"], "argument --batches: '1,x' is not a comma-separated list"),
     (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--epochs", "2", "--max-images", "8"], "--epochs and --max-images both set the image"),
+    (["--design", "other"], "argument --design: invalid choice: 'other'"),
     (["--coco-format", "a", "b.json", "c"], "name the ones to use with --dataset TRAIN TEST"),
     (["MODEL.X"], "trailing opts must be KEY VALUE pairs"),
 ])
@@ -130,6 +161,9 @@ def test_bad_flags_are_one_line_usage_errors(tool, capsys, flags, message):
 
 @pytest.mark.parametrize("flags, opts, message", [
     (["--presets", "gn_all,bogus"], [], "unknown preset 'bogus'; valid: frozenbn, bn_all, "),
+    (["--reference", "bn_all"], [], "--reference 'bn_all' is not one of the grid's presets"),
+    (["--design", "controlled", "--effective-batch", "3"], [],
+     "--effective-batch 3: the controlled design accumulates"),
     (["--max-images", "5"], [], "--max-images 5 is not a multiple of batch 2"),
     (["--config", "missing.yaml"], [], "--config missing.yaml: no such file"),
     ([], ["SOLVER.MAX_ITER", "3"], "SOLVER.MAX_ITER is set per cell by the grid"),
@@ -147,9 +181,23 @@ def test_bad_grids_are_refused_before_any_cell_runs(tool, tiny_shapes, tmp_path,
 def test_dry_run_prints_the_plan(tool, tiny_shapes, tmp_path, capsys):
     tool.main(tiny_args(tiny_shapes, tmp_path / "out", ["--dry-run"]))
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("gn_all/bs1: 4 iterations, BASE_LR 0.0025, warm-up 2 it, steps [2]")
-    assert out[1].startswith("gn_all/bs2: 2 iterations, BASE_LR 0.005, warm-up 1 it, steps [1]")
+    assert out[0].startswith("gn_all/bs1/seed0: 4 iterations x 1 micro-step(s), BASE_LR 0.0025, "
+                             "warm-up 2 it, steps [2]")
+    assert out[1].startswith("gn_all/bs2/seed0: 2 iterations x 1 micro-step(s), BASE_LR 0.005, "
+                             "warm-up 1 it, steps [1]")
+    assert out[3].endswith("budget/gn_all/bs2/seed1") and len(out) == 4
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_of_the_controlled_design_and_an_epoch_budget(tool, tiny_shapes, tmp_path,
+                                                               capsys):
+    """--epochs 1 on the 8 training images, an optimizer batch of 2: 8 images, 4 steps."""
+    tool.main(tiny_args(tiny_shapes, tmp_path / "out", ["--design", "controlled", "--dry-run"],
+                        budget=("--epochs", "1")))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("gn_all/bs1/seed0: 4 iterations x 2 micro-step(s), BASE_LR 0.005, ")
+    assert out[1].startswith("gn_all/bs2/seed0: 4 iterations x 1 micro-step(s), BASE_LR 0.005, ")
+    assert out[0].endswith("controlled/gn_all/bs1/seed0")
 
 
 def test_user_errors_print_one_line_from_the_command_line(tiny_shapes, tmp_path):
@@ -157,5 +205,5 @@ def test_user_errors_print_one_line_from_the_command_line(tiny_shapes, tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "compare_norms: error: --presets: unknown preset 'nope'; valid: frozenbn, bn_all, "
-        "gn_fpn_head, gn_all, gnws_all (or 'none' with --config FILE) (rerun with --debug for "
-        "the traceback)"]
+        "gn_fpn_head, gn_all, gnws_all, brn_all, frn_all, evonorm_all (or 'none' with --config "
+        "FILE) (rerun with --debug for the traceback)"]

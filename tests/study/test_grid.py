@@ -1,12 +1,15 @@
-"""gn_det.study.grid: presets, the per-image schedule and each cell's config (no training)."""
+"""gn_det.study.grid: presets, the two designs' per-image schedules, seeds and each cell's config;
+and the controlled design's defining property: its cells of a batch-independent norm are the same
+training up to numerics (a few iterations of each split), BN's are not."""
 import dataclasses
 
 import pytest
 import yaml
 
 from gn_det.config import all_component_specs
-from gn_det.study.grid import (PRESETS, SCHEDULE_KEYS, Cell, Grid, Preset, Schedule,
-                               extra_preset)
+from gn_det.study.grid import (CONTROLLED_KEYS, DEFAULT_PRESETS, PRESETS, SCHEDULE_KEYS, Cell,
+                               Grid, Preset, Schedule, extra_preset)
+from gn_det.study.step_normalizer import STEP_NORMALIZED_ARCH
 from gn_det.study.runner import config_differences
 
 from helpers import REPO
@@ -62,7 +65,26 @@ def test_solver_keeps_images_lr_per_image_and_warmup_images(batch):
     assert set(v) | {"OUTPUT_DIR"} == set(SCHEDULE_KEYS)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 4, 8])
+def test_controlled_solver_fixes_the_optimizer_and_accumulates(batch):
+    """Only the forward's batch varies: every cell steps on 8 images, with one LR and schedule."""
+    s = Schedule(images=2000, lr_per_image=0.0025, warmup_images=200, step_fractions=(0.8, 0.9),
+                 checkpoint_fraction=0.5, seed=0)
+    v = s.solver(batch, effective_batch=8)
+    assert (v["SOLVER.IMS_PER_BATCH"], v["SOLVER.ACCUMULATE_STEPS"]) == (batch, 8 // batch)
+    assert (v["SOLVER.MAX_ITER"], v["SOLVER.WARMUP_ITERS"], v["SOLVER.STEPS"]) == \
+        (250, 25, (200, 225))
+    assert v["SOLVER.BASE_LR"] == pytest.approx(0.02)
+
+
+def test_budget_floor_gives_a_large_batch_more_images_not_fewer_steps():
+    s = schedule(images=64, step_fractions=(0.5,), min_steps=20)
+    assert [s.solver(b)["SOLVER.MAX_ITER"] for b in (1, 2, 4, 8)] == [64, 32, 20, 20]
+    assert s.solver(8)["SOLVER.STEPS"] == (10,)  # at the same fraction of the longer schedule
+    assert s.solver(8)["SOLVER.BASE_LR"] == pytest.approx(0.02)  # still lr_per_image x b
+
 @pytest.mark.parametrize("change, batches, match", [
+    (dict(min_steps=-1), [1], r"--min-steps must be >= 0"),
     (dict(images=12), [1, 8], r"--max-images 12 is not a multiple of batch 8.*multiple of 8"),
     (dict(images=0), [1], r"--max-images must be positive"),
     (dict(lr_per_image=0.0), [1], r"--lr-per-image must be positive"),
@@ -83,8 +105,12 @@ def test_presets_set_every_component(data_opts, tmp_path):
                 "bn_all": ("BN", "BN", "BN", False),
                 "gn_fpn_head": ("FrozenBN", "GN", "GN", False),
                 "gn_all": ("GN", "GN", "GN", False),
-                "gnws_all": ("GN", "GN", "GN", True)}
+                "gnws_all": ("GN", "GN", "GN", True),
+                "brn_all": ("BRN", "BRN", "BRN", False),
+                "frn_all": ("FRN", "FRN", "FRN", False),
+                "evonorm_all": ("EvoNormS0", "EvoNormS0", "EvoNormS0", False)}
     assert list(PRESETS) == list(expected)
+    assert DEFAULT_PRESETS == ("frozenbn", "bn_all", "gn_fpn_head", "gn_all", "gnws_all")
     grid = Grid(GNWS_CONFIG, list(PRESETS.values()), [2], schedule(), data_opts)  # WS base
     for cell in grid.cells():
         specs = all_component_specs(grid.cell_cfg(cell, str(tmp_path)))
@@ -102,12 +128,65 @@ def test_the_batch_changes_only_the_schedule(data_opts, tmp_path):
     assert changed == {"SOLVER.IMS_PER_BATCH", "SOLVER.BASE_LR", "SOLVER.MAX_ITER",
                        "SOLVER.WARMUP_ITERS", "SOLVER.STEPS", "SOLVER.CHECKPOINT_PERIOD"}
     assert (one.SEED, four.SEED) == (3, 3)
-    assert one.OUTPUT_DIR.endswith("bn_all/bs1") and four.OUTPUT_DIR.endswith("bn_all/bs4")
+    assert one.OUTPUT_DIR.endswith("budget/bn_all/bs1/seed3")
+    assert four.OUTPUT_DIR.endswith("budget/bn_all/bs4/seed3")
     # One dataset cache for the grid, outside the cell folders; a moved cache is no new config.
     assert one.DATASETS.CACHE_DIR == four.DATASETS.CACHE_DIR == str(tmp_path / "dataset_cache")
     moved = one.clone()
     moved.DATASETS.CACHE_DIR = "/elsewhere"
     assert config_differences(one.dump(), moved.dump()) == []
+
+
+def test_seeds_are_consecutive_and_change_only_the_seed(data_opts, tmp_path):
+    grid = Grid(STUDY_CONFIG, [PRESETS["gn_all"], PRESETS["bn_all"]], [1, 2], schedule(),
+                data_opts, num_seeds=3)
+    assert grid.seeds == [3, 4, 5]
+    cells = grid.cells()  # seed-major: a grid stopped early has whole seeds
+    assert [c.key for c in cells[:5]] == ["gn_all/bs1/seed3", "gn_all/bs2/seed3",
+                                          "bn_all/bs1/seed3", "bn_all/bs2/seed3",
+                                          "gn_all/bs1/seed4"]
+    a, b = (grid.cell_cfg(c, str(tmp_path)) for c in (cells[0], cells[4]))
+    assert {d.split(":")[0] for d in config_differences(a.dump(), b.dump())} == {"SEED"}
+    assert cells[4].folder("out") == "out/budget/gn_all/bs1/seed4"
+
+
+def test_controlled_cells_differ_only_in_the_forwards_batch(data_opts, tmp_path):
+    grid = Grid(STUDY_CONFIG, [PRESETS["bn_all"]], [1, 4], schedule(), data_opts,
+                design="controlled")
+    assert grid.effective_batch == 4
+    one, four = (grid.cell_cfg(c, str(tmp_path)) for c in grid.cells())
+    changed = {d.split(":")[0] for d in config_differences(one.dump(), four.dump())}
+    assert changed == {"SOLVER.IMS_PER_BATCH", "SOLVER.ACCUMULATE_STEPS"}
+    assert (one.SOLVER.IMS_PER_BATCH, one.SOLVER.ACCUMULATE_STEPS) == (1, 4)
+    assert one.MODEL.META_ARCHITECTURE == STEP_NORMALIZED_ARCH
+    assert one.DATALOADER.ASPECT_RATIO_GROUPING is False
+    assert one.OUTPUT_DIR.endswith("controlled/bn_all/bs1/seed3")
+
+
+@pytest.mark.parametrize("kwargs, opts, match", [
+    (dict(design="controlled", effective_batch=6), [], r"--effective-batch 6: .* every batch "
+                                                       r"must divide it; 4 does not"),
+    (dict(effective_batch=4), [], r"--effective-batch is the controlled design's"),
+    (dict(design="bogus"), [], r"--design 'bogus': valid are budget, controlled"),
+    (dict(num_seeds=0), [], r"--seeds must be >= 1"),
+    (dict(design="controlled"), ["DATALOADER.ASPECT_RATIO_GROUPING", True],
+     r"DATALOADER.ASPECT_RATIO_GROUPING is set per cell by the grid \(controlled design\)"),
+])
+def test_design_errors_are_one_line(data_opts, kwargs, opts, match):
+    with pytest.raises(ValueError, match=match):
+        Grid(STUDY_CONFIG, [PRESETS["gn_all"]], [1, 4], schedule(), data_opts + opts, **kwargs)
+    assert "MODEL.META_ARCHITECTURE" in CONTROLLED_KEYS
+
+
+def test_controlled_design_needs_gnretinanet(data_opts, tmp_path):
+    stock = tmp_path / "stock.yaml"
+    stock.write_text(f'_BASE_: "{STUDY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: "RetinaNet"\n')
+    grid = Grid(STUDY_CONFIG, [extra_preset(str(stock))], [1, 2], schedule(), data_opts,
+                design="controlled")
+    with pytest.raises(ValueError, match=r"stock.yaml: the controlled design normalizes "
+                                         r"GNRetinaNet's loss per optimizer step, and "
+                                         r"MODEL.META_ARCHITECTURE is 'RetinaNet'"):
+        grid.cell_cfg(grid.cells()[0], str(tmp_path))
 
 
 def test_cell_config_round_trips_through_its_yaml_dump(data_opts, tmp_path):
@@ -133,6 +212,7 @@ def test_extra_config_is_a_preset_with_the_grids_schedule(data_opts, tmp_path):
     assert cfg.INPUT.MIN_SIZE_TRAIN == (192,)
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER) == (pytest.approx(0.01), 4)
     assert cfg.SOLVER.OPTIMIZER == "SGD"  # the grid's LR per image is in its optimizer's units
+    assert cfg.OUTPUT_DIR.endswith("budget/gnws_192/bs4/seed0")
 
 
 def test_schedule_keeps_the_study_configs_optimizer(data_opts):
@@ -143,8 +223,8 @@ def test_schedule_keeps_the_study_configs_optimizer(data_opts):
 
 
 def test_grid_refuses_schedule_opts_and_duplicate_names(data_opts):
-    with pytest.raises(ValueError, match="SOLVER.BASE_LR is set per cell by the grid; use "
-                                         "--max-images, --lr-per-image"):
+    with pytest.raises(ValueError, match=r"SOLVER.BASE_LR is set per cell by the grid \(budget "
+                                         r"design\); use --max-images, --lr-per-image"):
         Grid(STUDY_CONFIG, [PRESETS["gn_all"]], [1], schedule(),
              data_opts + ["SOLVER.BASE_LR", "0.1"])
     twin = dataclasses.replace(PRESETS["bn_all"], description="other")
@@ -186,3 +266,60 @@ def test_cells_see_the_same_images_in_the_same_order(data_opts, tmp_path):
     for other in streams[1:]:
         assert [d["image_id"] for d in other] == [d["image_id"] for d in streams[0]]
         assert all(torch.equal(a["image"], b["image"]) for a, b in zip(streams[0], other))
+
+
+def _losses(grid, cell, out, iterations):
+    """total_loss of each of the cell's optimizer steps, trained by the cell's Trainer (its LR
+    schedule; no checkpoints, writers or evaluation)."""
+    from detectron2.engine import HookBase, hooks
+    from detectron2.utils.env import seed_all_rng
+
+    from gn_det.engine import Trainer
+
+    class Record(HookBase):
+        def __init__(self):
+            self.losses = []
+
+        def after_step(self):
+            self.losses.append(self.trainer.storage.history("total_loss").latest())
+
+    cfg = grid.cell_cfg(cell, out)
+    seed_all_rng(cfg.SEED)  # as default_setup does in train_cell
+    trainer = Trainer(cfg)
+    trainer._hooks = [h for h in trainer._hooks if isinstance(h, hooks.LRScheduler)]
+    record = Record()
+    trainer.register_hooks([record])
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert len(record.losses) == iterations
+    return record.losses
+
+
+@pytest.mark.slow
+def test_controlled_design_gn_cells_are_one_training_and_bn_cells_are_not(data_opts, tmp_path):
+    """The same 4 steps of 4 images as 1 x 4, 2 x 2 and 4 x 1: GN's losses agree to fp32
+    numerics (~1e-7 relative; 1e-4 allowed), BN's differ from the first step (BN normalizes over
+    the forward's images; 2 x 2 and 4 x 1 only, as BN cannot train on one 1x1 P7 map)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    opts = data_opts + ["INPUT.MIN_SIZE_TRAIN", (64,), "INPUT.MAX_SIZE_TRAIN", 64,
+                        "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.RETINANET.NUM_CONVS", 1,
+                        "MODEL.NORMS.GN.NUM_GROUPS", 8, "MODEL.PRECISION", "fp32",
+                        "DATASETS.TEST", ()]
+    plain = schedule(images=16, warmup_images=0, step_fractions=())
+    try:
+        runs = {}
+        for preset, batches in (("gn_all", [1, 2, 4]), ("bn_all", [2, 4])):
+            grid = Grid(STUDY_CONFIG, [PRESETS[preset]], batches, plain, opts,
+                        design="controlled", effective_batch=4)
+            for cell in grid.cells():
+                runs[preset, cell.batch] = _losses(grid, cell, str(tmp_path), 4)
+    finally:
+        torch.set_num_threads(threads)
+    reference = runs["gn_all", 4]
+    for batch in (1, 2):
+        torch.testing.assert_close(runs["gn_all", batch], reference, rtol=1e-4, atol=0)
+    bn = [abs(a - b) / b for a, b in zip(runs["bn_all", 2], runs["bn_all", 4])]
+    assert min(bn) > 1e-3, bn

@@ -9,10 +9,11 @@ import pytest
 
 from gn_det.study.grid import PRESETS, Cell
 from gn_det.study.runner import (FAILED, RESULT, Eta, config_differences, describe,
-                                 format_seconds, prepare_folder, run_cell, run_process)
+                                 format_seconds, prepare_folder, remove_checkpoints, run_cell,
+                                 run_process)
 from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT
 
-CELL = Cell(PRESETS["gn_all"], 2)
+CELL = Cell(PRESETS["gn_all"], 2, seed=1, design="controlled")
 CONFIG = "SOLVER:\n  BASE_LR: 0.005\n  MAX_ITER: 8\nOUTPUT_DIR: /a\n"
 
 
@@ -63,6 +64,8 @@ def test_crashed_cell_is_failed_with_its_last_line(tmp_path, cfg_for_cell):
         assert json.load(f)["error"] == record["error"]
     assert not os.path.exists(os.path.join(folder, RESULT))
     assert (record["preset"], record["batch"], record["max_iter"]) == ("gn_all", 2, 3)
+    assert (record["design"], record["seed"], record["accumulate_steps"],
+            record["effective_batch"], record["images"]) == ("controlled", 1, 2, 4, 12)
 
 
 def test_killed_cell_names_the_signal(tmp_path, cfg_for_cell):
@@ -80,8 +83,10 @@ def test_clean_exit_without_a_result_is_failed(tmp_path, cfg_for_cell):
 def cfg_for_cell():
     from detectron2.config import get_cfg
 
-    cfg = get_cfg()
-    cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR = 3, 0.005
+    from gn_det.config import add_gn_det_config
+
+    cfg = add_gn_det_config(get_cfg())
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR, cfg.SOLVER.ACCUMULATE_STEPS = 3, 0.005, 2
     return cfg
 
 
@@ -105,7 +110,7 @@ def test_finished_cell_is_reused(tmp_path):
 def test_finished_cell_with_another_config_is_an_error(tmp_path):
     folder = str(tmp_path / "cell")
     finished(folder)
-    with pytest.raises(ValueError, match=r"holds cell gn_all/bs2 run with another config "
+    with pytest.raises(ValueError, match=r"holds cell gn_all/bs2/seed1 run with another config "
                                          r"\(SOLVER.BASE_LR: 0.005 -> 0.01\); use another --out"):
         prepare_folder(CELL, folder, CONFIG.replace("0.005", "0.01"), resume=False)
 
@@ -166,6 +171,16 @@ def test_eta_uses_same_batch_cells_then_the_mean():
     assert eta.describe([1, 1], jobs=2) == "ETA 2m30s"
     assert eta.describe([]) == "grid done"
     assert format_seconds(3725) == "1h02m" and format_seconds(59.6) == "1m00s"
+
+
+def test_finished_cells_keep_the_final_weights_unless_asked_not_to(tmp_path):
+    names = ["model_0000004.pth", "model_final.pth", "last_checkpoint", "result.json"]
+    for final, kept in ((False, ["last_checkpoint", "model_final.pth", "result.json"]),
+                        (True, ["result.json"])):
+        for name in names:
+            (tmp_path / name).write_text("x")
+        remove_checkpoints(str(tmp_path), final=final)
+        assert sorted(os.listdir(tmp_path)) == kept
 
 
 def test_describe_outcomes():

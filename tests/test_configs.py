@@ -51,6 +51,7 @@ EXPECTED = {
     "real/retinanet_R_18_FPN_gnws_cpu.yaml": dict.fromkeys(_RETINA, (GN, 1)),
     "real/retinanet_R_18_FPN_gn_cpu.yaml": dict.fromkeys(_RETINA, (GN, 0)),
     "real/retinanet_R_18_FPN_bn_all_cpu.yaml": dict.fromkeys(_RETINA, (BN, 0)),
+    "real/retinanet_R_18_FPN_gnws_recipe_cpu.yaml": dict.fromkeys(_RETINA, (GN, 1)),
 }
 # Fewer R-CNN proposals and sampled RoIs than COCO training: the 4conv box head on 1000 RoIs costs
 # ~0.2 TFLOP per pass, too much for CPU tests; nothing here depends on the norm.

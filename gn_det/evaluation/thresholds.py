@@ -13,6 +13,7 @@ thresholds.json:
 A null threshold keeps none of that class's detections: no score gave F1 > 0 (best F1), or none
 reached the target precision.
 """
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import numpy as np
 
 from ..utils.file_io import JSONFileError, read_json, write_json
 from .matching import Matches, curve
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "gn_det.thresholds"
 VERSION = 1
@@ -55,6 +58,22 @@ class Thresholds:
                                   f"{', '.join(map(repr, list(self.by_name)[:8]))}")
         return np.asarray([_inf(self.by_name[n]) for n in class_names], dtype=np.float64)
 
+    def table(self, class_names: Sequence[str], default: float = -math.inf,
+              whose: str = "the model") -> np.ndarray:
+        """[K] thresholds matched by name to `class_names` (a model's thing_classes, a ground
+        truth's categories): +inf where the file says keep none, `default` for the classes the
+        file lacks. A class in the file that `class_names` lacks is a ThresholdsError naming it
+        (the file was chosen for another model)."""
+        known = set(class_names)
+        extra = [n for n in self.by_name if n not in known]
+        if extra:
+            raise ThresholdsError(f"{self.source}: classes[{extra[0]!r}]: {whose} has no class "
+                                  f"{extra[0]!r}; its classes are "
+                                  f"{', '.join(map(repr, list(class_names)[:8]))}"
+                                  f"{' ...' if len(class_names) > 8 else ''}")
+        return np.asarray([_inf(self.by_name[n]) if n in self.by_name else float(default)
+                           for n in class_names], dtype=np.float64)
+
     def keep(self, scores, labels, class_names: Optional[Sequence[str]] = None) -> np.ndarray:
         """[N] bool: score >= its class's threshold. `labels` are dataset category ids, or
         contiguous indices into `class_names` when those are given."""
@@ -69,6 +88,21 @@ class Thresholds:
                                   f"it has {sorted(self.by_category_id)}")
         thr = np.asarray([_inf(self.by_category_id[c]) for c in labels.tolist()], np.float64)
         return scores >= thr
+
+
+def threshold_results(detections, thresholds: Thresholds, category_names: Mapping[int, str]):
+    """The results-file detections (a list of dicts with category_id and score, or
+    results.Detections: the same kind is returned) that pass `thresholds`,
+    matched by class name to `category_names` (ground truth id -> name): what a model deployed
+    with the file would have output. Classes the file lacks keep all their detections; a class
+    in the file the ground truth lacks is a ThresholdsError."""
+    ids = list(category_names)
+    table = dict(zip(ids, thresholds.table([category_names[i] for i in ids],
+                                           whose="the ground truth").tolist()))
+    kept = type(detections)(d for d in detections if d["score"] >= table[d["category_id"]])
+    logger.info("score thresholds %s (%s): kept %d of %d detections", thresholds.source,
+                thresholds.rule, len(kept), len(detections))
+    return kept
 
 
 def _inf(value: Optional[float]) -> float:

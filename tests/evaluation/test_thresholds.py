@@ -14,7 +14,7 @@ from gn_det.evaluation.results import load_ground_truth, load_results
 from gn_det.evaluation.synthetic import make_coco_pair
 from gn_det.evaluation.thresholds import (FORMAT, Thresholds, ThresholdsError, apply_thresholds,
                                           choose_thresholds, parse_thresholds, read_thresholds,
-                                          write_thresholds)
+                                          threshold_results, write_thresholds)
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,24 @@ def test_missing_file_and_missing_class(tmp_path):
         t.for_class_names(["a", "b"])
     with pytest.raises(ThresholdsError, match="t.json: 'classes' has no category_id 7"):
         t.keep([0.9], [7])
+
+
+def test_results_thresholded_by_class_name_with_absent_classes_kept(ev):
+    """threshold_results (evaluate.py / show_errors --thresholds) matches the file to the ground
+    truth by name, whatever its category ids: classes the file lacks keep every detection, a
+    class the ground truth lacks is one line."""
+    names = dict(enumerate(ev.class_names, start=1))
+    t = parse_thresholds({"format": FORMAT, "version": 1, "classes": {
+        names[1]: {"category_id": 70, "threshold": 0.5},
+        names[2]: {"category_id": 71, "threshold": None}}}, "t.json")
+    assert t.table(list(names.values())).tolist() == [0.5, np.inf, -np.inf, -np.inf]
+    dets = [{"image_id": 1, "category_id": c, "bbox": [0, 0, 1, 1], "score": s}
+            for c in (1, 2, 3) for s in (0.1, 0.5, 0.9)]
+    kept = threshold_results(dets, t, names)
+    assert [(d["category_id"], d["score"]) for d in kept] == [(1, 0.5), (1, 0.9), (3, 0.1),
+                                                              (3, 0.5), (3, 0.9)]
+    other = parse_thresholds({"format": FORMAT, "version": 1,
+                              "classes": {"RBC": {"category_id": 1, "threshold": 0.5}}}, "t.json")
+    with pytest.raises(ThresholdsError, match=r"^t\.json: classes\['RBC'\]: the ground truth has "
+                                              r"no class 'RBC'; its classes are "):
+        threshold_results(dets, other, names)

@@ -10,6 +10,7 @@ from ..cli import quiet_logged_tracebacks, run_cli
 from ..config import load_cfg
 from ..data import check_num_classes, register_datasets_from_cfg
 from ..engine import Trainer, default_setup, launch_cli, write_final_metrics
+from ..engine.inference import prepare_eval_model
 
 
 def setup(args):
@@ -30,6 +31,7 @@ def main(args):
         AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
                            skip_mismatched=cfg.MODEL.SKIP_MISMATCHED_WEIGHTS).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume)
+        prepare_eval_model(model, cfg)  # MODEL.PRECISION, MODEL.SCORE_THRESHOLDS_FILE
         results, iteration = Trainer.test(cfg, model), None
     else:
         trainer = Trainer(cfg)

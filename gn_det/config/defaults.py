@@ -107,6 +107,10 @@ def _add_train_config(cfg: CN):
     # bf16 asked for (or auto with SOLVER.AMP.ENABLED) where the hardware lacks it: "fp32" =
     # fall back with a warning, "error" = refuse, "none" = run bf16 anyway (slowly).
     cfg.MODEL.PRECISION_FALLBACK = "fp32"
+    # Per-class score thresholds to infer with: a thresholds.json (tools/evaluate.py, PREvaluator)
+    # applied to the model's outputs at --eval-only and in the export (classes it lacks keep
+    # MODEL.RETINANET.SCORE_THRESH_TEST; matched by name to DATASETS.TEST[0]'s classes); "" = none.
+    cfg.MODEL.SCORE_THRESHOLDS_FILE = ""
 
 
 def _add_norm_config(cfg: CN):

@@ -10,7 +10,8 @@ A gn_det LazyConfig has detectron2's layout (configs/common in detectron2: `mode
 
 `train` also takes `accumulate_steps` (SOLVER.ACCUMULATE_STEPS), `skip_mismatched_weights`
 (MODEL.SKIP_MISMATCHED_WEIGHTS), `precision` and `precision_fallback` (MODEL.PRECISION,
-MODEL.PRECISION_FALLBACK) and `ema` (MODEL.EMA: enabled, decay, warmup_power);
+MODEL.PRECISION_FALLBACK), `ema` (MODEL.EMA: enabled, decay, warmup_power) and
+`score_thresholds_file` (MODEL.SCORE_THRESHOLDS_FILE);
 `dataloader.evaluator` is gn_det's PREvaluator.
 """
 import inspect
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 _MISSING = object()
 # LazyConfig keys gn_det adds to detectron2's common/train.py, with their defaults.
 TRAIN_DEFAULTS = {"accumulate_steps": 1, "skip_mismatched_weights": False,
-                  "precision": "auto", "precision_fallback": "fp32", "ema": dict(EMA_DEFAULTS)}
+                  "precision": "auto", "precision_fallback": "fp32", "ema": dict(EMA_DEFAULTS),
+                  "score_thresholds_file": ""}
 DATASETS_DEFAULTS = {"coco_format": [], "cache_dir": "", "check_images": True}
 
 

@@ -17,6 +17,7 @@ from .accumulation import AccumulatingTrainer
 from .precision import precision_from_lazy_cfg, prepare_for_training
 from .defaults import default_writers
 from .ema import attach_ema, place_ema_hook
+from .inference import evaluation_autocast, prepare_eval_model
 from ..checkpoint import AtomicCheckpointer
 from ..utils.text import plural
 from .trainer import after_train_unless_failed
@@ -47,8 +48,9 @@ def do_test(cfg, model):
     ({} when the config has no evaluator)."""
     if "evaluator" not in cfg.dataloader:
         return {}
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test),
-                                   instantiate(cfg.dataloader.evaluator))
+    with evaluation_autocast(cfg, model):  # train.precision, the weights untouched
+        results = inference_on_dataset(model, instantiate(cfg.dataloader.test),
+                                       instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -115,7 +117,9 @@ def do_train(cfg, resume: bool = False) -> dict:
 
 
 def do_eval(cfg, resume: bool = False) -> dict:
-    """Evaluate train.init_checkpoint (or, with `resume`, the output folder's last checkpoint)."""
+    """Evaluate train.init_checkpoint (or, with `resume`, the output folder's last checkpoint),
+    prepared for inference in train.precision with train.score_thresholds_file applied."""
     model = build_model(cfg)
     checkpointer(cfg, model).resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    prepare_eval_model(model, cfg)
     return do_test(cfg, create_ddp_model(model))

@@ -29,6 +29,7 @@ from .accumulation import AccumulatingTrainer, describe_batch, scale_for_world
 from ..checkpoint import AtomicCheckpointer
 from .defaults import default_writers
 from .ema import attach_ema, place_ema_hook
+from .inference import evaluation_autocast
 from .optimizer import build_optimizer
 from .precision import precision_from_cfg, prepare_for_training
 
@@ -119,6 +120,13 @@ class Trainer(DefaultTrainer):
     def build_writers(self):
         """detectron2's writers, with OUTPUT_DIR/metrics.json in strict JSON (NaN as null)."""
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's, with the model run in its precision (MODEL.PRECISION) under autocast,
+        its weights untouched (gn_det.engine.inference.evaluation_autocast)."""
+        with evaluation_autocast(cfg, model):
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -9,7 +9,8 @@ it does fast in channels_last (the per-channel sums behind the affine gradients,
 time) and forms the input gradient with one more of torch's fused passes: statistics stay in fp32
 and no tensor changes memory format. Everywhere else (NCHW, CUDA, no gradient, tracing,
 scripting, compiling, more channels per group than MAX_CHANNELS_PER_GROUP) it is plain
-`F.group_norm`.
+`F.group_norm`, whose output is made channels_last again where torch's kernel returned NCHW for a
+channels_last input (CUDA), so a channels_last network stays channels_last.
 """
 import torch
 import torch.nn.functional as F
@@ -32,11 +33,24 @@ class GroupNorm(nn.GroupNorm):
         if not torch.jit.is_scripting():
             if _fast_backward_applies(x, self.num_groups):
                 return self._channels_last(x)
-        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        y = F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        if not torch.jit.is_scripting():
+            y = self._keep_layout(x, y)
+        return y
 
     @torch.jit.unused
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
         return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    @torch.jit.unused
+    def _keep_layout(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y` channels_last where `x` is: torch's CUDA kernel has returned NCHW for a
+        channels_last input (a torch that keeps the layout makes this a no-op). One reorder
+        here, where the next channels_last conv would otherwise reorder its input (and a
+        residual add would mix layouts)."""
+        if is_channels_last(x) and not is_channels_last(y):
+            return y.contiguous(memory_format=torch.channels_last)
+        return y
 
 
 def use_fast_group_norm(model: nn.Module) -> int:

@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 DEMO_CONFIG ?= configs/toy/retinanet_R_18_FPN_gnws_shapes.yaml
 DEMO_OPTS ?=
 
-.PHONY: setup test test-quick demo clean-output
+.PHONY: setup test test-quick test-device demo clean-output
 
 setup: $(PY)
 	$(PY) tools/bootstrap.py
@@ -25,6 +25,11 @@ test: setup
 test-quick: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests -m "not slow and not multiproc" $(PYTEST_ARGS)
+
+# The device acceptance suite (tests/device) on DEVICE: cpu (as `make test` runs it) or cuda.
+DEVICE ?= cpu
+test-device: setup
+	$(PY) -m pytest tests/device -m device --device $(DEVICE) $(PYTEST_ARGS)
 
 # Toy shapes (generated once; val.json is written last, so its presence means complete), then a
 # GN+WS RetinaNet R-18-FPN trained from scratch on CPU and evaluated; results under output/demo/.

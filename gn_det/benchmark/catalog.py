@@ -6,6 +6,7 @@ from typing import Callable, Dict, NamedTuple
 from ..model_zoo import config_dir
 from . import e2e, eval_speed, layers, op_profile, precision
 from . import export_speed as export_bench
+from . import gpu
 
 CONFIG_DIR = str(config_dir())
 
@@ -67,6 +68,7 @@ BENCHMARKS: Dict[str, Benchmark] = {
                                  "exported vs eager detections per norm, and float32 vs 64"),
     "precision": Benchmark(bench_precision, "bf16 fast path vs fp32: R50 GN+WS inference, R-18 "
                                             "real-config training step, the machine's peak"),
+    "gpu": Benchmark(gpu.run, gpu.HELP),
     "precision_profile": Benchmark(bench_precision_profile,
                                    "per-op time shares (conv, GN, WS, casts, reorders, ...) of "
                                    "the precision benchmark's runs, fp32 vs bf16"),

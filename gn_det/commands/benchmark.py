@@ -36,7 +36,7 @@ import re
 
 import torch
 
-from ..benchmark import e2e, eval_speed, timing
+from ..benchmark import e2e, eval_speed, gpu, timing
 from ..benchmark import export_speed as export_bench
 from ..benchmark.catalog import BENCHMARKS, CONFIG_DIR
 from ..benchmark.report import target_lines
@@ -60,6 +60,7 @@ def parse_args(argv=None):
                          "CPU time, all threads (with --threads 1, robust to others' load); "
                          "e2e always reports both")
     eval_speed.add_arguments(ap)
+    gpu.add_arguments(ap)
     group = ap.add_argument_group("e2e")
     group.add_argument("--size", default="", help="input HxW (default 512x768; --quick 128x192)")
     group.add_argument("--batch", type=int, default=2, help="images per training step")

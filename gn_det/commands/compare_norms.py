@@ -55,16 +55,19 @@ import signal
 import sys
 import time
 
+import torch
 from detectron2.data import get_detection_dataset_dicts
 
 from ..cli import run_cli
 from ..config import load_cfg
 from ..data import register_datasets_from_cfg
+from ..engine.precision import precision_from_cfg
 from ..model_zoo import config_dir
 from ..study.grid import (DEFAULT_BATCHES, DEFAULT_PRESETS, DESIGNS, PRESETS, Grid, Schedule,
                           extra_preset)
 from ..study.outputs import (design_folder, dry_run, grid_info, rebuild, warn_if_busy,
                              write_outputs)
+from ..study.estimate import estimate_grid, format_estimate, time_steps
 from ..study.runner import run_grid
 
 DEFAULT_BASE_CONFIG = str(config_dir() / "toy" / "compare_norms_shapes.yaml")
@@ -118,6 +121,10 @@ def parse_args(argv=None):
     g.add_argument("--effective-batch", type=int, default=0, metavar="E",
                    help="controlled design: images per optimizer step (default: the largest "
                         "batch); every batch must divide it")
+    g.add_argument("--preset-batches", action="append", default=[], metavar="PRESET=B,B",
+                   help="run PRESET at only these of --batches (repeatable), e.g. a "
+                        "batch-independent norm in the controlled design, whose cells are one "
+                        "training at every batch")
     g.add_argument("--reference", metavar="PRESET",
                    help="the preset the verdicts compare the others with at each batch "
                         "(default: bn_all, else the first)")
@@ -141,6 +148,10 @@ def parse_args(argv=None):
     s.add_argument("--min-steps", type=int,
                    help="at least this many optimizer steps per cell (default 0: none); a batch "
                         "whose image budget gives fewer trains on more images")
+    s.add_argument("--min-steps-batch", type=int, metavar="B",
+                   help="instead of --min-steps: at least the steps a batch of B images gets "
+                        "from the image budget (budget / B), on any dataset; e.g. 2: larger "
+                        "batches get as many updates as 2 images per step")
     s.add_argument("--lr-per-image", type=float, help="BASE_LR per image of the batch, in units "
                    "of the base config's SOLVER.OPTIMIZER, which every cell uses")
     s.add_argument("--warmup-images", type=int, help="images of linear LR warm-up")
@@ -170,6 +181,9 @@ def parse_args(argv=None):
                         "training, and exit")
     r.add_argument("--dry-run", action="store_true",
                    help="print each cell's iterations / LR / warm-up and exit")
+    r.add_argument("--estimate", type=int, metavar="ROUNDS",
+                   help="time ROUNDS optimizer steps of every (preset, batch) cell, interleaved "
+                        "in one process, print the grid's estimated time and exit")
     r.add_argument("--debug", action="store_true", help="show tracebacks")
     ap.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                     help="config overrides for every cell")
@@ -186,6 +200,9 @@ def parse_args(argv=None):
         ap.error("--epochs and --max-images both set the image budget; give one")
     if args.epochs is not None and not args.epochs > 0:
         ap.error(f"--epochs must be positive, got {args.epochs:g}")
+    if args.min_steps_batch is not None and (args.min_steps is not None
+                                             or args.min_steps_batch < 1):
+        ap.error("--min-steps-batch B (B >= 1) replaces --min-steps; give one")
     if args.coco_format and not args.dataset:
         ap.error("--coco-format registers datasets; name the ones to use with --dataset TRAIN TEST")
     return args
@@ -229,11 +246,26 @@ def build_grid(args):
                  "seed": args.seed, "min_steps": args.min_steps}
     schedule = dataclasses.replace(schedule, **{k: v for k, v in overrides.items()
                                                 if v is not None})
+    if args.min_steps_batch:
+        schedule = dataclasses.replace(schedule,
+                                       min_steps=schedule.images // args.min_steps_batch)
     if args.reference and args.reference not in [p.name for p in presets]:
         raise ValueError(f"--reference {args.reference!r} is not one of the grid's presets "
                          f"({', '.join(p.name for p in presets)})")
     return Grid(args.base_config, presets, args.batches, schedule, opts, design=args.design,
-                num_seeds=args.seeds, effective_batch=args.effective_batch)
+                num_seeds=args.seeds, effective_batch=args.effective_batch,
+                preset_batches=dict(_preset_batches(x) for x in args.preset_batches))
+
+
+def _preset_batches(text: str):
+    name, _, batches = text.partition("=")
+    try:
+        values = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        values = []
+    if not name or not values:
+        raise ValueError(f"--preset-batches {text!r}: expected PRESET=B,B (e.g. gn_all=1,8)")
+    return name.strip(), values
 
 
 def epoch_images(cfg, epochs: float, design: str, batches, effective_batch: int) -> int:
@@ -243,6 +275,11 @@ def epoch_images(cfg, epochs: float, design: str, batches, effective_batch: int)
         list(cfg.DATASETS.TRAIN), filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
     step = (effective_batch or max(batches)) if design == "controlled" else math.lcm(*batches)
     return max(1, math.ceil(epochs * kept / step)) * step
+
+
+def resolve_precision_name(cfg) -> str:
+    """The precision the cells train in (MODEL.PRECISION resolved on this machine)."""
+    return precision_from_cfg(cfg, log=False).describe()
 
 
 def _interrupt(signum, frame):
@@ -260,12 +297,21 @@ def main(argv=None) -> int:
         return 0
     grid = build_grid(args)
     # one per preset (--config files may differ); registering checks each one's class count
-    firsts = [grid.cell_cfg(cell, args.out)
-              for cell in grid.cells()[:len(grid.presets) * len(grid.batches)]
-              [::len(grid.batches)]]
+    firsts, seen = [], set()
+    for cell in grid.cells():
+        if cell.preset.name not in seen:
+            seen.add(cell.preset.name)
+            firsts.append(grid.cell_cfg(cell, args.out))
     first = firsts[0]
     if args.dry_run:
         dry_run(grid, args.out)
+        return 0
+    if args.estimate:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        est = estimate_grid(grid, time_steps(grid, args.out, args.estimate), args.jobs)
+        precision = resolve_precision_name(first)
+        print(format_estimate(est, precision, torch.get_num_threads()))
         return 0
     os.makedirs(args.out, exist_ok=True)
     info = grid_info(grid, argv, first)

@@ -61,8 +61,9 @@ class RenormSchedule:
 
 
 class BatchRenorm2d(nn.BatchNorm2d):
-    """Batch Renormalization over (N, H, W) per channel; see the module docstring.
-    Statistics are computed in fp32 for bf16 / fp16 inputs (as torch's BN kernels do)."""
+    """Batch Renormalization over (N, H, W) per channel; see the module docstring. The batch's
+    normalization is torch's BN kernel (statistics in fp32 for bf16 / fp16 inputs); r and d
+    rescale and shift its output per channel."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, schedule: Optional[RenormSchedule] = None,
@@ -91,21 +92,24 @@ class BatchRenorm2d(nn.BatchNorm2d):
             raise ValueError(f"BatchRenorm2d: expected more than 1 value per channel when "
                              f"training, got input of size {tuple(x.shape)}")
         r_max, d_max = self.current_limits()
-        stats_dtype = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64
-        var, mean = torch.var_mean(x.to(stats_dtype), dim=(0, 2, 3), unbiased=False)
-        std = (var + self.eps).sqrt()
+        # torch's fused BN kernel (forward and backward) normalizes by the batch's statistics
+        # and, with momentum 1 into scratch buffers, returns them: mean and unbiased variance.
+        stats_dtype = torch.promote_types(self.running_mean.dtype, torch.float32)
+        mean = torch.zeros_like(self.running_mean, dtype=stats_dtype)
+        unbiased = torch.ones_like(self.running_var, dtype=stats_dtype)
+        xhat = F.batch_norm(x, mean, unbiased, None, None, True, 1.0, self.eps)
         with torch.no_grad():
+            std = (unbiased * ((count - 1) / count) + self.eps).sqrt()
             running_std = (self.running_var + self.eps).sqrt()
             r = (std / running_std).clamp(1.0 / r_max, r_max)
             d = ((mean - self.running_mean) / running_std).clamp(-d_max, d_max)
-            unbiased = var * (count / (count - 1))
-            self.running_mean.lerp_(mean, self.momentum)
-            self.running_var.lerp_(unbiased, self.momentum)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked.add_(1)
-        # y = gamma * ((x - mean) / std * r + d) + beta as one per-channel scale and shift
-        scale = r / std
-        shift = d - mean * scale
+        # y = gamma * (xhat * r + d) + beta, r and d constants of the backward
+        scale, shift = r, d
         if self.affine:
-            scale, shift = scale * self.weight, shift * self.weight + self.bias
+            scale, shift = r * self.weight, d * self.weight + self.bias
         shape = (1, -1, 1, 1)
-        return x * scale.view(shape).to(x.dtype) + shift.view(shape).to(x.dtype)
+        return torch.addcmul(shift.view(shape).to(xhat.dtype), xhat,
+                             scale.view(shape).to(xhat.dtype))

@@ -16,7 +16,7 @@ _NUDGE = 1.04  # multiplicative offset between presets on the log2 axis
 def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequence[int],
                      path: str, title: str = "", key: str = "AP") -> str:
     """Write the figure to `path` (PNG); lines in the order of `presets`."""
-    fig = new_figure(figsize=(7.5, 5.0), dpi=100, layout="constrained")
+    fig = new_figure(figsize=(9.0, 5.0), dpi=100, layout="constrained")
     ax = fig.subplots()
     colors = palette("tab10")
     diverged_shown = False
@@ -31,8 +31,8 @@ def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequ
                 xs.append(b * shift)
                 means.append(s.mean)
                 errs.append(s.half_width or 0.0)
-                ax.plot([b * shift] * s.n, list(seeds.values()), ls="", marker=".", ms=4,
-                        color=color, alpha=0.35)
+                ax.plot([b * shift] * s.n, list(seeds.values()), ls="", marker=".", ms=6,
+                        color=color, alpha=0.6, zorder=3)
         ax.errorbar(xs, means, yerr=errs, color=color, lw=2, capsize=3,
                     marker=_MARKERS[k % len(_MARKERS)], markersize=7, label=name)
         diverged = [int(r["batch"]) * shift for r in rows
@@ -52,7 +52,7 @@ def plot_ap_vs_batch(rows: Sequence[Dict], presets: Sequence[str], batches: Sequ
     label = "box AP (COCO AP@[.5:.95], %)" if key == "AP" else f"box {key} (%)"
     ax.set_ylabel(f"{label}\nmean and {INTERVAL}; dots: seeds")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)  # off the data
     ax.set_title(title or "AP vs images per GPU", fontsize=10)
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return path

@@ -192,7 +192,9 @@ class Cell:
 class Grid:
     """Presets x batches x seeds over one base config, one design, one schedule and the opts
     every cell gets. `effective_batch` (controlled design): the optimizer's batch, default the
-    largest of `batches`; every batch must divide it."""
+    largest of `batches`; every batch must divide it. `preset_batches`: presets run at only some
+    of the batches (e.g. a batch-independent norm in the controlled design, whose cells are one
+    training at every batch)."""
 
     base_config: str
     presets: List[Preset]
@@ -202,6 +204,7 @@ class Grid:
     design: str = "budget"
     num_seeds: int = 1
     effective_batch: int = 0
+    preset_batches: Dict[str, List[int]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.design not in DESIGNS:
@@ -220,6 +223,11 @@ class Grid:
                              "controlled); the budget design steps at every batch size")
         self.schedule.check(self.batches, self.effective_batch)
         names = [p.name for p in self.presets]
+        for name, batches in self.preset_batches.items():
+            if name not in names or not batches or not set(batches) <= set(self.batches):
+                raise ValueError(f"--preset-batches {name}={','.join(map(str, batches))}: the "
+                                 f"preset must be one of the grid's ({', '.join(names)}) and its "
+                                 f"batches some of --batches ({','.join(map(str, self.batches))})")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"preset name {dup[0]!r} is used twice (--config files are named "
@@ -239,7 +247,11 @@ class Grid:
         """Seed-major: every preset and batch of the first seed, then of the next one, so that a
         grid stopped early has whole seeds."""
         return [Cell(p, b, s, self.design) for s in self.seeds for p in self.presets
-                for b in self.batches]
+                for b in self.batches_of(p.name)]
+
+    def batches_of(self, preset: str) -> List[int]:
+        only = self.preset_batches.get(preset)
+        return [b for b in self.batches if only is None or b in only]
 
     def solver(self, batch: int) -> Dict[str, object]:
         return self.schedule.solver(batch, self.effective_batch or batch)

@@ -90,17 +90,20 @@ def differences(rows: Sequence[Dict], presets: Sequence[str], batches: Sequence[
                 reference: Optional[str] = None, key: str = "AP") -> List[Dict]:
     """The differences the verdicts speak of, each paired by seed: every preset at its smallest
     batch against itself at its largest (the batch's effect), and every other preset against
-    `reference` (default: bn_all, else the first preset) at each batch."""
+    `reference` (default: bn_all, else the first preset) at each batch; only between cells the
+    grid ran."""
+    ran = {(r["preset"], int(r["batch"])) for r in rows}
     out = []
-    lo, hi = min(batches), max(batches)
     for p in presets:
-        if lo != hi:
+        mine = sorted(b for b in batches if (p, b) in ran)
+        if len(mine) > 1:
+            lo, hi = mine[0], mine[-1]
             d = paired_difference(by_seed(rows, p, lo, key), by_seed(rows, p, hi, key))
             out.append({"a": f"{p} at {lo} img/GPU", "b": f"{p} at {hi} img/GPU", "diff": d})
     ref = reference or ("bn_all" if "bn_all" in presets else presets[0])
     for b in batches:
         for p in presets:
-            if p != ref:
+            if p != ref and (p, b) in ran and (ref, b) in ran:
                 d = paired_difference(by_seed(rows, p, b, key), by_seed(rows, ref, b, key))
                 out.append({"a": f"{p} at {b} img/GPU", "b": f"{ref} at {b}", "diff": d})
     return out

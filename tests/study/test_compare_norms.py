@@ -148,6 +148,7 @@ def tool():
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--epochs", "2", "--max-images", "8"], "--epochs and --max-images both set the image"),
     (["--design", "other"], "argument --design: invalid choice: 'other'"),
+    (["--min-steps", "3", "--min-steps-batch", "2"], "--min-steps-batch B (B >= 1) replaces"),
     (["--coco-format", "a", "b.json", "c"], "name the ones to use with --dataset TRAIN TEST"),
     (["MODEL.X"], "trailing opts must be KEY VALUE pairs"),
 ])
@@ -198,6 +199,13 @@ def test_dry_run_of_the_controlled_design_and_an_epoch_budget(tool, tiny_shapes,
     assert out[0].startswith("gn_all/bs1/seed0: 4 iterations x 2 micro-step(s), BASE_LR 0.005, ")
     assert out[1].startswith("gn_all/bs2/seed0: 4 iterations x 1 micro-step(s), BASE_LR 0.005, ")
     assert out[0].endswith("controlled/gn_all/bs1/seed0")
+
+
+def test_budget_floor_from_a_reference_batch(tool, tiny_shapes, tmp_path, capsys):
+    """--min-steps-batch 1: the 2-image cells get as many steps as the 1-image ones (4)."""
+    tool.main(tiny_args(tiny_shapes, tmp_path / "out", ["--min-steps-batch", "1", "--dry-run"]))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("gn_all/bs2/seed0: 4 iterations x 1 micro-step(s), BASE_LR 0.005")
 
 
 def test_user_errors_print_one_line_from_the_command_line(tiny_shapes, tmp_path):

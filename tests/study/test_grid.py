@@ -178,6 +178,19 @@ def test_design_errors_are_one_line(data_opts, kwargs, opts, match):
     assert "MODEL.META_ARCHITECTURE" in CONTROLLED_KEYS
 
 
+def test_preset_batches_run_a_preset_at_some_batches_only(data_opts):
+    grid = Grid(STUDY_CONFIG, [PRESETS["bn_all"], PRESETS["gn_all"]], [1, 2, 4], schedule(),
+                data_opts, design="controlled", preset_batches={"gn_all": [1, 4]})
+    assert [c.key for c in grid.cells()] == ["bn_all/bs1/seed3", "bn_all/bs2/seed3",
+                                             "bn_all/bs4/seed3", "gn_all/bs1/seed3",
+                                             "gn_all/bs4/seed3"]
+    with pytest.raises(ValueError, match=r"--preset-batches gn_all=8: the preset must be one of "
+                                         r"the grid's \(bn_all, gn_all\) and its batches some of "
+                                         r"--batches \(1,2,4\)"):
+        Grid(STUDY_CONFIG, [PRESETS["bn_all"], PRESETS["gn_all"]], [1, 2, 4], schedule(),
+             data_opts, preset_batches={"gn_all": [8]})
+
+
 def test_controlled_design_needs_gnretinanet(data_opts, tmp_path):
     stock = tmp_path / "stock.yaml"
     stock.write_text(f'_BASE_: "{STUDY_CONFIG}"\nMODEL:\n  META_ARCHITECTURE: "RetinaNet"\n')

@@ -124,6 +124,18 @@ def test_differences_default_to_bn_all_as_the_reference():
     assert other[2]["a"] == "bn_all at 1 img/GPU" and other[2]["b"] == "gn_all at 1"
 
 
+def test_differences_only_between_cells_the_grid_ran():
+    """A preset run at one batch only (--preset-batches) gets no batch verdict and is compared
+    with the reference where both ran."""
+    rows = ROWS + [row("frn_all", 8, s, ap=17.0 + s) for s in range(3)]
+    diffs = differences(rows, ["bn_all", "gn_all", "frn_all"], [1, 8])
+    pairs = [(d["a"], d["b"]) for d in diffs]
+    assert ("frn_all at 8 img/GPU", "bn_all at 8") in pairs
+    assert not any(a.startswith("frn_all at 1") for a, _ in pairs)
+    text = format_markdown(rows, PRESETS + [{"name": "frn_all", "description": "FRN"}], [1, 8])
+    assert _table(text, "Box AP (COCO")[2][:2] == ["frn_all", ""]
+
+
 def test_per_cell_table_lists_every_seed():
     cells = _table(format_markdown(ROWS, PRESETS, [1, 8]), "Per cell")
     assert len(cells) == len(ROWS)

@@ -1,7 +1,8 @@
 """Inference per image of the exported GN+WS detector against eager PyTorch (tools/benchmark.py
-export): eager GN-all (the reference), and GN+WS eager unfolded, eager folded, TorchScript and
-ONNX Runtime (both from the folded model, as gn_det.export writes them), for the RetinaNet R50-FPN
-presets at 512x768 and the toy R-18 at its 256 px.
+export): eager GN-all (the reference), and GN+WS eager unfolded, eager folded, TorchScript,
+ONNX Runtime and, on CPUs with bf16 matrix units, bf16 TorchScript (all from the folded model, as
+gn_det.export writes them), for the RetinaNet R50-FPN presets at 512x768 and the toy R-18 at its
+256 px.
 
 All variants of a model live in this process and are called interleaved (timing.interleaved), so
 the i-th samples of two variants ran side by side: every ratio is the median of the per-pair
@@ -31,6 +32,7 @@ from detectron2.modeling import build_model
 
 from .. import export
 from ..config import load_cfg
+from ..engine.precision import cpu_bf16_flags, prepare_for_inference, resolve_precision
 from ..model_zoo import NORM_PRESETS
 from .timing import CLOCKS, interleaved, medians, paired_ratio
 
@@ -60,7 +62,7 @@ MODELS: Dict[str, Model] = {
                  (64, 64), "toy RetinaNet R-18-FPN (configs/toy), GN / GN+WS everywhere"),
 }
 VARIANTS = ("eager_gn_all", "eager_gnws_unfolded", "eager_gnws_folded", "torchscript_gnws",
-            "onnxruntime_gnws")
+            "onnxruntime_gnws", "torchscript_bf16_gnws")  # the last where the CPU has bf16
 # (label, variant, reference variant, target): ratios where lower is better.
 RATIOS = (
     ("eager GN+WS unfolded / eager GN-all", "eager_gnws_unfolded", "eager_gn_all", None),
@@ -69,6 +71,10 @@ RATIOS = (
     ("ONNX Runtime GN+WS / eager GN-all", "onnxruntime_gnws", "eager_gn_all", None),
     ("ONNX Runtime / eager folded", "onnxruntime_gnws", "eager_gnws_folded", 0.70),
     ("TorchScript / eager folded", "torchscript_gnws", "eager_gnws_folded", None),
+    ("TorchScript bf16 / eager folded (fp32)", "torchscript_bf16_gnws", "eager_gnws_folded",
+     0.20),
+    ("TorchScript bf16 / eager GN+WS unfolded (fp32)", "torchscript_bf16_gnws",
+     "eager_gnws_unfolded", None),
 )
 
 
@@ -99,7 +105,9 @@ def ort_session(onnx_bytes: bytes, threads: int):
 
 def make_variants(gn_model, gnws_model, cfg, image) -> Dict[str, Callable[[], object]]:
     """One zero-argument inference call per variant on `image`, and a check that the exported
-    ones give eager folded's detections (else the timing would compare different work)."""
+    ones give eager folded's detections (else the timing would compare different work); the bf16
+    TorchScript, made only where the CPU has bf16 units, is checked against the eager model in
+    bf16 (random weights tie many scores: against float32, NMS keeps other boxes)."""
     folded, _ = export.fold_for_export(gnws_model)
     # GN-all holds the folded weights: the same network computing the same detections, so the
     # folded / GN-all ratio measures only what folding leaves behind. With independent random
@@ -127,17 +135,35 @@ def make_variants(gn_model, gnws_model, cfg, image) -> Dict[str, Callable[[], ob
 
     sample = export.Sample("benchmark", image, *image.shape[1:])
     ref = export.eager_detections(gnws_model, sample)
-    for name, out in (("TorchScript", torchscript()), ("ONNX Runtime", onnxruntime())):
+    checks = [("TorchScript", torchscript, ref, export.DEFAULT_TOLERANCE),
+              ("ONNX Runtime", onnxruntime, ref, export.DEFAULT_TOLERANCE)]
+    variants = {"eager_gn_all": eager(gn_model), "eager_gnws_unfolded": eager(gnws_model),
+                "eager_gnws_folded": eager(folded), "torchscript_gnws": torchscript,
+                "onnxruntime_gnws": onnxruntime}
+    if cpu_bf16_flags():
+        bf16 = export.trace_bf16(folded, image)
+
+        def torchscript_bf16():
+            with torch.no_grad():
+                return bf16(image)
+
+        prepared = prepare_for_inference(copy.deepcopy(folded), resolve_precision("bf16"))
+        checks.append(("TorchScript bf16", torchscript_bf16,
+                       export.eager_detections(prepared, sample),
+                       export.SAME_PRECISION_TOLERANCE))
+        variants["torchscript_bf16_gnws"] = torchscript_bf16
+    else:
+        print("export: no bf16 TorchScript variant: this CPU has no bf16 matrix units",
+              flush=True)
+    for name, call, expected, tolerance in checks:
         got = export.Detections.from_outputs([o.numpy() if hasattr(o, "numpy") else o
-                                              for o in out])
-        cmp = export.match_detections(ref, got, export.DEFAULT_TOLERANCE,
+                                              for o in call()])
+        cmp = export.match_detections(expected, got, tolerance,
                                       cfg.MODEL.RETINANET.SCORE_THRESH_TEST,
                                       cfg.TEST.DETECTIONS_PER_IMAGE)
         if not cmp.ok:
             raise RuntimeError(f"export benchmark: {name} differs from eager: {cmp.describe()}")
-    return {"eager_gn_all": eager(gn_model), "eager_gnws_unfolded": eager(gnws_model),
-            "eager_gnws_folded": eager(folded), "torchscript_gnws": torchscript,
-            "onnxruntime_gnws": onnxruntime}
+    return variants
 
 
 def time_model(name: str, model: Model, config_dir: str, repeats: int, quick: bool,
@@ -157,6 +183,8 @@ def time_model(name: str, model: Model, config_dir: str, repeats: int, quick: bo
     med = medians(samples)
     ratios = {}
     for label, a, b, target in RATIOS:
+        if a not in samples or b not in samples:
+            continue  # the bf16 variant, on a CPU without bf16 units
         r = paired_ratio(samples[a], samples[b])
         ratios[label] = {**r.as_dict(), "target": target}
     return {"model": model.description, "size": f"{size[0]}x{size[1]}", "repeats": repeats,
@@ -296,13 +324,26 @@ def _differences(ref, got) -> Dict:
             "max_box_rel": relative.max_box_excess, "max_score": absolute.max_score_diff}
 
 
+def _bf16_differences(ref, got) -> Dict:
+    """A bf16 form against float32, paired at the bf16 tolerance (export.BF16_TOLERANCE): how
+    many detections changed beyond it (NMS keeping another box), and the largest differences
+    over every pair."""
+    cmp = export.match_detections(ref, got, export.BF16_TOLERANCE)
+    relative = export.match_detections(ref, got, export.Tolerance(1e-12, 1.0, math.inf))
+    return {"matched": cmp.matched, "reference": cmp.reference, "exported": cmp.exported,
+            "changed": cmp.changed, "max_box_px": cmp.max_box_diff,
+            "max_box_rel": relative.max_box_excess, "max_score": cmp.max_score_diff}
+
+
 def accuracy_benchmark(config_dir: str, size: Sequence[int] = (256, 256),
                        norms: Sequence[str] = tuple(ACCURACY_NORMS), float64: bool = True
                        ) -> Dict:
     """Per norm, on the toy R-18 (random weights made `like_trained`) at `size` and 32 px
-    taller (the exported graph's dynamic input): TorchScript and ONNX Runtime against eager
-    float32, and, with `float64`, eager float32 and ONNX Runtime against eager float64: how far
-    float32 itself is from exact, beside how far the export is from eager."""
+    taller (the exported graph's dynamic input): TorchScript and ONNX Runtime (and bf16
+    TorchScript where the CPU has bf16 units) against eager float32, and, with `float64`, eager
+    float32 and ONNX Runtime against eager float64: how far float32 itself is from exact, beside
+    how far the export is from eager."""
+    formats = [*export.DEFAULT_FORMATS, *(("torchscript_bf16",) if cpu_bf16_flags() else ())]
     rows = {}
     for norm in norms:
         kind, ws, extra = ACCURACY_NORMS[norm]
@@ -321,15 +362,17 @@ def accuracy_benchmark(config_dir: str, size: Sequence[int] = (256, 256),
                                  size[0] + 32 * i, size[1]) for i in range(2)]
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            export.export_model(model, cfg, samples, tmp,
-                                tolerance=export.Tolerance(math.inf, 0, math.inf))
+            export.export_model(model, cfg, samples, tmp, formats,
+                                tolerance=export.Tolerance(math.inf, 0, math.inf, 1.0))
             runners = {fmt: export.load_runner(fmt, os.path.join(tmp, export.FILE_NAMES[fmt]))
-                       for fmt in export.FORMATS}
+                       for fmt in formats}
             row = {}
             for s in samples:
                 eager = export.eager_detections(model, s)
                 outs = {fmt: run(s.image) for fmt, run in runners.items()}
-                cell = {f"{fmt} vs eager": _differences(eager, out) for fmt, out in outs.items()}
+                cell = {f"{fmt} vs eager": (_bf16_differences if fmt.endswith("bf16") else
+                                            _differences)(eager, out)
+                        for fmt, out in outs.items()}
                 if float64:
                     exact = _float64_detections(model, s.image)
                     cell["eager vs float64"] = _differences(exact, eager)

@@ -6,12 +6,14 @@ thresholds; or compare several result files side by side.
     python tools/evaluate.py --gt ann.json --dt results.json --out DIR \\
         [--iou 0.5 0.75] [--score 0.3 0.5] [--target-precision 0.9] [--engine pycocotools]
     python tools/evaluate.py --gt ann.json --dt a.json b.json --names bn gn --out DIR
+    python tools/evaluate.py --gt ann.json --dt results.json --thresholds thresholds.json --out DIR
 
 One file: DIR/metrics.json, metrics.csv, thresholds.json, confusion_matrix.csv and the PNGs
 pr_curves.png, confusion_matrix.png, p_curve.png, r_curve.png, f1_curve.png, tide_errors.png.
 Several: those of each run in DIR/<name>/ (pr_curves.png overlaid in DIR), and DIR/comparison.csv.
 thresholds.json holds per class the best-F1 score, or with --target-precision the lowest score
-reaching that precision (gn_det.evaluation.thresholds reads and applies it). COCOeval runs on
+reaching that precision (gn_det.evaluation.thresholds reads and applies it); --thresholds applies
+such a file to the results first, so every number is the deployed model's. COCOeval runs on
 faster-coco-eval (--engine faster, the default) or pycocotools (the reference; same numbers,
 slower). Bad input ends with a one-line error and exit status 2 (--debug shows the traceback).
 """
@@ -33,7 +35,8 @@ from ..evaluation import (DEFAULT_ENGINE, DEFAULT_IOU_THRESHOLDS,
                                write_thresholds)
 from ..evaluation.report import write_error_plots
 from ..evaluation.plan import evaluation_steps
-from ..evaluation.results import GroundTruthError, ResultsError
+from ..evaluation.results import GroundTruthError, ResultsError, category_names
+from ..evaluation.thresholds import read_thresholds, threshold_results
 from ..utils.file_io import JSONFileError, read_json
 from ..utils.progress import Phases
 
@@ -59,6 +62,10 @@ def parse_args(argv=None):
     ap.add_argument("--target-precision", type=float, default=None,
                     help="thresholds.json: per class the lowest score whose precision reaches "
                          "this (e.g. 0.9); default: the best-F1 score")
+    ap.add_argument("--thresholds", default=None, metavar="FILE",
+                    help="a thresholds.json (per-class score thresholds, as this tool writes) "
+                         "applied to every --dt file before evaluating: the numbers of the model "
+                         "deployed with them (classes the file lacks keep all detections)")
     ap.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                     help=f"COCOeval engine (default: {DEFAULT_ENGINE}; pycocotools: the "
                          "reference, slower)")
@@ -105,6 +112,7 @@ def _read(path: str, error_cls, what: str):
 
 def evaluate(args) -> int:
     names = run_names(args)
+    thresholds = read_thresholds(args.thresholds) if args.thresholds else None
     plot = not args.no_plot
     steps = evaluation_steps(args.gt, args.dt, names, args.engine, plot)
     phases = Phases(len(steps), log=logger.info, weights=[w for _, w in steps], eta_after=0.05)
@@ -129,6 +137,8 @@ def evaluate(args) -> int:
         done()
         dets = load_results(data, coco_gt, name=path, in_place=True)
         del data
+        if thresholds is not None:
+            dets = threshold_results(dets, thresholds, category_names(coco_gt))
         done(f"{len(dets)} detections")
         evaluations[name] = evaluate_detections(
             coco_gt, dets, args.iou, args.score, args.main_score, progress=True,

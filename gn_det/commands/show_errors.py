@@ -3,7 +3,7 @@ detections coloured TP / FP / FN, each FP labelled with its kind (wrong class, d
 localization, background), for any detector's COCO results file.
 
     python tools/show_errors.py --gt ann.json --dt results.json --image-root IMAGES --out DIR \\
-        [--iou 0.5] [--score 0.5] [--num 16]
+        [--iou 0.5] [--score 0.5] [--num 16] [--thresholds thresholds.json]
 
 Writes DIR/NNN_<image>.png for the --num worst images (most FP + FN), DIR/contact_sheet.png,
 DIR/image_errors.csv and DIR/image_errors.json (counts per image, worst first, and the totals).
@@ -21,6 +21,8 @@ from ..evaluation import (EvaluationInputError, evaluate_detections,
                                format_confusion_table, load_ground_truth, load_results)
 from ..evaluation.errors import (image_errors, totals, worst_images,
                                       write_image_errors)
+from ..evaluation.results import category_names
+from ..evaluation.thresholds import read_thresholds, threshold_results
 from ..utils.text import plural
 from ..visualize import write_error_images
 
@@ -39,6 +41,9 @@ def parse_args(argv=None):
     ap.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default: 0.5)")
     ap.add_argument("--score", type=float, default=0.5,
                     help="score threshold: detections with score >= it are shown (default: 0.5)")
+    ap.add_argument("--thresholds", default=None, metavar="FILE",
+                    help="a thresholds.json (per-class score thresholds) applied to --dt first: "
+                         "the errors of the model deployed with them")
     ap.add_argument("--num", type=int, default=16,
                     help="how many of the worst images to draw (default: 16; 0: none)")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -55,8 +60,11 @@ def main(argv=None) -> int:
         raise EvaluationInputError("--image-root", f"{args.image_root} is not a folder; expected "
                                                    "the folder the 'file_name' fields of --gt "
                                                    "are relative to")
+    thresholds = read_thresholds(args.thresholds) if args.thresholds else None
     coco_gt = load_ground_truth(args.gt)
     detections = load_results(args.dt, coco_gt)
+    if thresholds is not None:
+        detections = threshold_results(detections, thresholds, category_names(coco_gt))
     ev = evaluate_detections(coco_gt, detections, [args.iou], [args.score], args.score,
                              progress=True)
     errors = image_errors(ev)
@@ -65,6 +73,7 @@ def main(argv=None) -> int:
     written = write_error_images(worst, args.image_root, args.out, ev.class_names, args.gt,
                                  args.iou, args.score) if args.num else []
     settings = {"gt": args.gt, "dt": args.dt, "iou": args.iou, "score": args.score,
+                "thresholds": args.thresholds,
                 "kept": "score >= threshold", "max_dets": ev.matches.max_dets}
     csv_path, json_path = (os.path.join(args.out, f"image_errors.{x}") for x in ("csv", "json"))
     write_image_errors(errors, csv_path, json_path, settings)

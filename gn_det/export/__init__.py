@@ -1,5 +1,6 @@
-"""Export a trained gn_det detector to TorchScript and ONNX with WS folded, and check the exported
-model against eager PyTorch before it takes its file name.
+"""Export a trained gn_det detector to TorchScript and ONNX with WS folded (and, on CPUs with
+bf16 matrix units, to bf16 TorchScript), with the config's per-class score thresholds in the
+graph, and check the exported model against eager PyTorch before it takes its file name.
 
 The export is detectron2's (tools/deploy/export_model.py, `--export-method tracing`): the model
 in eval mode is wrapped in `detectron2.export.TracingAdapter`, traced once with `torch.jit.trace`
@@ -15,10 +16,13 @@ samples (sample images, the steps outside the graph), tracing, writers, runtimes
 (matching exported against eager detections), norm_probes (which norm an exporter gets wrong) and
 pipeline (export_model and its report).
 """
-from .detections import DEFAULT_TOLERANCE, Comparison, Detections, Tolerance, match_detections
-from .formats import (EXPORT_FORMATS, FILE_NAMES, FORMATS, INPUT_NAME, ONNX_OPSET, OUTPUT_NAMES,
-                      RUNTIMES, ExportError, ExportFormat, check_formats)
-from .model import check_supported, check_trained_config, load_trained_model
+from .detections import (BF16_TOLERANCE, DEFAULT_TOLERANCE, SAME_PRECISION_TOLERANCE,
+                         TOLERANCES, Comparison, Detections, Tolerance, match_detections)
+from .formats import (DEFAULT_FORMATS, EXPORT_FORMATS, FILE_NAMES, FORMATS, INPUT_NAME,
+                      ONNX_OPSET, OUTPUT_NAMES, RUNTIMES, ExportError, ExportFormat,
+                      check_available, check_formats)
+from .model import (attach_config_thresholds, check_supported, check_trained_config,
+                    load_trained_model)
 from .norm_probes import norm_layers, probe_norm, write_onnx_plain, wrong_norms
 from .pipeline import SPLIT, FormatResult, check_exported, export_model
 from .runtimes import RUNNERS, load_runner
@@ -26,4 +30,5 @@ from .samples import (Sample, dataset_samples, eager_detections, postprocess, pr
                       read_sample_images)
 from .settings import ExportSettings, load_export_config, settings
 from .tracing import fold_for_export, layers_using, trace
-from .writers import WRITERS, Traced, write_onnx, write_torchscript
+from .writers import (WRITERS, Traced, trace_bf16, write_onnx, write_torchscript,
+                      write_torchscript_bf16)

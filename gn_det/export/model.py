@@ -1,8 +1,10 @@
 """The trained eager model to export: built from the config, its checkpoint loaded strictly, and
 refused when the config's norms differ from the config.yaml training saved beside it (a checkpoint
-cannot tell GN from LN or GN+WS) or when it is no RetinaNet."""
+cannot tell GN from LN or GN+WS) or when it is no RetinaNet; the config's score thresholds
+attached."""
 import logging
 import os
+from typing import Optional
 
 from torch import nn
 
@@ -10,7 +12,9 @@ from detectron2.modeling.meta_arch import RetinaNet
 
 from ..checkpoint import AtomicCheckpointer
 from ..config.front import (build_config_model, component_specs, is_lazy, load_saved_config,
-                            weights_key)
+                            register_config_datasets, weights_key)
+from ..engine.inference import attach_cfg_thresholds, thresholds_file
+from ..modeling.score_thresholds import ScoreThresholds
 from ..utils.errors import one_line
 from .formats import ExportError
 from .settings import settings
@@ -67,7 +71,19 @@ def load_trained_model(cfg) -> nn.Module:
     checkpointer = AtomicCheckpointer(model, strict=True)
     checkpointer.weights_key = weights_key(cfg)  # messages name the key the user set
     checkpointer.load(weights)
+    attach_config_thresholds(model, cfg)
     return model.eval()
+
+
+def attach_config_thresholds(model: nn.Module, cfg) -> Optional[ScoreThresholds]:
+    """The config's per-class score thresholds (MODEL.SCORE_THRESHOLDS_FILE /
+    train.score_thresholds_file) attached to the eager model, so that the trace carries them
+    and the check compares thresholded detections; the config's datasets are registered for
+    the class names the file is matched to. None when the config names no file."""
+    if not thresholds_file(cfg):
+        return None
+    register_config_datasets(cfg)
+    return attach_cfg_thresholds(model, cfg)
 
 
 def check_supported(model: nn.Module) -> None:

@@ -43,6 +43,7 @@ def onnx_runner(path: str) -> Runner:
 RUNNERS: Dict[str, Callable[[str], Runner]] = {
     "torchscript": torchscript_runner,
     "onnx": onnx_runner,
+    "torchscript_bf16": torchscript_runner,  # bf16 inside, float32 in and out
 }
 
 

@@ -1,5 +1,7 @@
 """Writing the traced model in each export format (WRITERS, keyed as formats.EXPORT_FORMATS):
-TorchScript with torch.jit.save, ONNX with torch's TorchScript-based exporter."""
+TorchScript with torch.jit.save, ONNX with torch's TorchScript-based exporter, bf16 TorchScript
+traced from the model prepared for bf16 inference and frozen."""
+import copy
 import dataclasses
 import warnings
 from typing import BinaryIO, Callable, Dict
@@ -7,8 +9,9 @@ from typing import BinaryIO, Callable, Dict
 import torch
 from torch import nn
 
+from ..engine.precision import prepare_for_inference, resolve_precision
 from .formats import INPUT_NAME, ONNX_OPSET, OUTPUT_NAMES
-from .tracing import op_error
+from .tracing import op_error, quiet_tracer, trace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +26,8 @@ class Traced:
 
 
 def write_torchscript(traced: torch.jit.ScriptModule, f: BinaryIO) -> None:
-    torch.jit.save(traced, f)
+    with quiet_tracer():  # without torch's notice that torch.jit is deprecated
+        torch.jit.save(traced, f)
 
 
 def write_onnx(traced: torch.jit.ScriptModule, image: torch.Tensor, f: BinaryIO,
@@ -40,6 +44,27 @@ def write_onnx(traced: torch.jit.ScriptModule, image: torch.Tensor, f: BinaryIO,
             raise op_error("onnx", e, traced) from None
 
 
+def trace_bf16(model: nn.Module, image: torch.Tensor) -> torch.jit.ScriptModule:
+    """A copy of the (WS-folded, eval-mode) model prepared for bf16 inference (channels_last, bf16
+    conv weights, autocast inside the model's call: gn_det.engine.precision), traced on `image`
+    and frozen (torch.jit.freeze: weights inlined as constants), without the numerics-changing
+    folds (conv + BN / mul / add: folded in bf16, the weights would round differently from the
+    eager model's), so the graph computes exactly what the eager model in bf16 does. Its outputs
+    stay float32: the heads' outputs are cast back before box decoding and NMS."""
+    bf16 = resolve_precision("bf16", "cpu", fallback="none")
+    traced = trace(prepare_for_inference(copy.deepcopy(model), bf16), image)
+    try:
+        with quiet_tracer():
+            return torch.jit.freeze(traced.eval(), optimize_numerics=False)
+    except Exception as e:  # noqa: BLE001  freezing raises RuntimeError and more
+        raise op_error("torchscript_bf16", e, traced) from None
+
+
+def write_torchscript_bf16(model: nn.Module, image: torch.Tensor, f: BinaryIO) -> None:
+    """The bf16 TorchScript of `model` (trace_bf16), saved with torch.jit.save."""
+    write_torchscript(trace_bf16(model, image), f)
+
+
 def _torchscript(t: Traced, f: BinaryIO) -> None:
     write_torchscript(t.module, f)
 
@@ -52,4 +77,5 @@ def _onnx(t: Traced, f: BinaryIO) -> None:
 WRITERS: Dict[str, Callable[[Traced, BinaryIO], None]] = {
     "torchscript": _torchscript,
     "onnx": _onnx,
+    "torchscript_bf16": lambda t, f: write_torchscript_bf16(t.model, t.image, f),
 }

@@ -1,5 +1,6 @@
 """gn_det.export.detections: exported detections are matched to eager ones per detection, never
-by index, within the tolerance; a detection only one side kept passes only at a cut-off."""
+by index, within the tolerance; a detection only one side kept passes only at a cut-off (one
+threshold, or one per class); a reduced-precision tolerance allows a share of changed ones."""
 import numpy as np
 import pytest
 
@@ -43,6 +44,32 @@ def test_matching_lets_cut_offs_decide_only_at_their_edge():
                  [0, 1, 2])
     assert export.match_detections(full, extra, tol, max_detections=2).ok
     assert not export.match_detections(full, extra, tol, max_detections=3).ok
+
+
+def test_per_class_cut_offs_explain_a_detection_only_at_its_class_threshold():
+    tol = export.Tolerance()
+    ref = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.5], [0, 1])
+    one = dets([[0, 0, 10, 10]], [0.9], [0])
+    assert export.match_detections(ref, one, tol, score_thresh=np.array([0.05, 0.5])).ok
+    assert not export.match_detections(ref, one, tol, score_thresh=np.array([0.5, 0.05])).ok
+
+
+def test_a_changed_share_allows_that_many_changed_detections_and_no_more():
+    """bf16's allowance: pairs beyond the tolerance and unexplained one-sided detections count
+    as changed; the check passes while they are at most changed_share of the detections."""
+    boxes = [[10 * i, 0, 10 * i + 8, 8] for i in range(10)]
+    ref = dets(boxes, [0.9 - 0.05 * i for i in range(10)], [0] * 10)
+    moved = dets([b[:2] + [b[2] + (3 if i < 2 else 0.01), b[3]] for i, b in enumerate(boxes)],
+                 ref.scores, ref.classes)  # two boxes 3 px off, the rest within 0.5 px
+    tol = export.Tolerance(box_atol=0.5, box_rtol=0.0, score_atol=0.01, changed_share=0.2)
+    cmp = export.match_detections(ref, moved, tol)
+    assert cmp.ok and (cmp.changed, cmp.allowed_changed, cmp.matched) == (2, 2, 10)
+    assert cmp.max_box_diff == pytest.approx(3) and cmp.max_box_excess <= 1
+    assert "2 changed beyond the tolerance (up to 2 allowed)" in cmp.describe()
+    dropped = dets(moved.boxes[:9], moved.scores[:9], moved.classes[:9])  # and one kept no more
+    cmp = export.match_detections(ref, dropped, tol)
+    assert not cmp.ok and cmp.changed == 3 and len(cmp.unmatched) == 1
+    assert not export.match_detections(ref, moved, export.Tolerance(0.5, 0.0, 0.01)).ok
 
 
 def test_detections_read_the_graphs_outputs_by_name():

@@ -95,3 +95,35 @@ def test_tool_takes_samples_from_the_test_dataset(tiny_shapes, tmp_path):
     assert list(report["formats"]["torchscript"]["samples"]) == [im["file_name"]
                                                                  for im in val[:2]]
     assert report["formats"]["torchscript"]["max_box_diff_px"] == 0
+
+
+def test_tool_bakes_the_configs_score_thresholds_into_the_graph(tiny_shapes, tmp_path):
+    """MODEL.SCORE_THRESHOLDS_FILE, matched by name to DATASETS.TEST[0]'s classes: the exported
+    TorchScript keeps only what passes it, equal to the thresholded eager model's detections,
+    and export.json and the output say which thresholds it holds."""
+    cfg, model = tiny_export_model("GN")
+    weights = save_checkpoint(model, tmp_path / "run")
+    names = [c["name"] for c in json.loads(
+        (tiny_shapes / "annotations" / "val.json").read_text())["categories"]]
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"format": "gn_det.thresholds", "version": 1,
+                                      "rule": "target_precision", "classes": {
+                                          names[0]: {"category_id": 1, "threshold": 0.155},
+                                          names[1]: {"category_id": 2, "threshold": None}}}))
+    out = tmp_path / "export"
+    code, stdout, stderr = run_cli("export_model", [
+        "--config-file", TOY_CONFIG, "--format", "torchscript", "--output", str(out),
+        "--num-samples", "2", *tiny_dataset_opts(tiny_shapes), *export_model_opts("GN"),
+        "MODEL.WEIGHTS", weights, "MODEL.SCORE_THRESHOLDS_FILE", str(thresholds)])
+    assert code == 0, stderr[-2000:]
+    assert (f"score thresholds in the graph ({thresholds}, target_precision): {names[0]} >= "
+            f"0.155, {names[1]} none, {names[2]} >= 0.05") in stdout
+    report = json.loads((out / "export.json").read_text())
+    assert report["score_thresholds"]["thresholds"][names[1]] is None
+    result = report["formats"]["torchscript"]
+    assert result["max_box_diff_px"] == 0 and all(
+        c["matched"] == c["reference"] == c["exported"] > 0 for c in result["samples"].values())
+    run = export.load_runner("torchscript", str(out / "model.ts"))
+    got = run(torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2)) * 255)
+    assert len(got) and not (got.classes == 1).any()
+    assert (got.scores[got.classes == 0] >= np.float32(0.155)).all()

@@ -1,8 +1,11 @@
 """gn_det.export.pipeline: the toy R-18 RetinaNet exported (WS folded) to TorchScript and ONNX
-equals eager PyTorch per detection, for every norm; the check refuses a model an exporter got
-wrong and names the norm; an op that cannot be exported is named with its layer."""
+equals eager PyTorch per detection, for every norm; per-class score thresholds attached to the
+model are in the exported graph and give eager's thresholded detections; the check refuses a
+model an exporter got wrong and names the norm; an op that cannot be exported is named with its
+layer."""
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +14,8 @@ from torch.onnx.symbolic_opset9 import group_norm
 
 from helpers import EXPORT_NORMS, tiny_export_model
 from gn_det import export
+from gn_det.evaluation.thresholds import parse_thresholds
+from gn_det.modeling.score_thresholds import attach_score_thresholds
 
 pytest.importorskip("onnxruntime")
 
@@ -43,6 +48,33 @@ def test_exported_model_equals_eager_per_detection(norm, tmp_path):
         if fmt == "torchscript":  # the trace runs eager's own ops: bit-identical
             assert result["max_box_diff_px"] == 0 and result["max_score_diff"] == 0, norm
     assert report["ws_convs_folded"] == (28 if "WS" in norm else 0)
+
+
+@pytest.mark.slow
+def test_score_thresholds_are_in_the_exported_graph(tmp_path):
+    """Thresholds attached to the eager model (as MODEL.SCORE_THRESHOLDS_FILE does) are traced
+    as tensor ops: TorchScript and ONNX Runtime give eager's thresholded detections one for one,
+    every kept detection passes its class's threshold, and export.json records them."""
+    cfg, model = tiny_export_model("GN")
+    samples = random_samples(64)
+    unthresholded = export.eager_detections(model, samples[0])
+    cut = float(np.median(unthresholded.scores))
+    thresholds = parse_thresholds({"format": "gn_det.thresholds", "version": 1, "classes": {
+        "a": {"category_id": 1, "threshold": cut}, "b": {"category_id": 2, "threshold": None}}},
+        "t.json")
+    attach_score_thresholds(model, thresholds, ["a", "b", "c", "d"])
+    report = export.export_model(model, cfg, samples, str(tmp_path))
+    assert report["score_thresholds"]["thresholds"] == {"a": pytest.approx(cut), "b": None,
+                                                        "c": 0.05, "d": 0.05}
+    for fmt in export.DEFAULT_FORMATS:
+        for name, cmp in report["formats"][fmt]["samples"].items():
+            assert cmp["matched"] == cmp["reference"] == cmp["exported"] > 5, (fmt, name)
+        got = export.load_runner(fmt, str(tmp_path / export.FILE_NAMES[fmt]))(samples[0].image)
+        assert 0 < len(got) < len(unthresholded) and not (got.classes == 1).any()
+        assert (got.scores[got.classes == 0] >= np.float32(cut)).all()
+        eager = export.eager_detections(model, samples[0])
+        assert sorted(got.scores.tolist()) == pytest.approx(sorted(eager.scores.tolist()),
+                                                            abs=1e-6)
 
 
 @pytest.mark.slow

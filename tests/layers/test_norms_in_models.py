@@ -1,8 +1,8 @@
 """Every norm the small-batch study compares (BN, FrozenBN, GN, GN+WS, BRN, FRN, EvoNorm-S0),
-selected per component with MODEL.NORMS.<COMPONENT>.TYPE: it is built in the backbone, FPN and
-RetinaNet head, and in the box and mask heads of a Mask R-CNN; the detector trains a step, is
-saved and loaded back to the same outputs. Export: the RetinaNet's is tests/export/test_pipeline
-(EXPORT_NORMS); an R-CNN is refused by export in one line."""
+selected per component with MODEL.NORMS.<COMPONENT>.TYPE (and LazyConfig's `norm=`): it is built
+in the backbone, FPN and RetinaNet head, and in the box and mask heads of a Mask R-CNN; the
+detector trains a step, is saved and loaded back to the same outputs. Export: the RetinaNet's is
+tests/export/test_pipeline (EXPORT_NORMS); an R-CNN is refused by export in one line."""
 import pytest
 import torch
 from torch import nn
@@ -151,3 +151,18 @@ def test_mask_rcnn_builds_trains_saves_and_loads_and_export_refuses_it(norm, tmp
     with pytest.raises(ExportError, match=r"^MODEL.META_ARCHITECTURE GeneralizedRCNN: export "
                                           r"supports RetinaNet models"):
         check_supported(model)
+
+
+@pytest.mark.parametrize("norm", ["BRN", "FRN", "EvoNormS0"])
+def test_lazy_config_selects_the_norm_per_component(norm):
+    from detectron2.config import instantiate
+
+    from gn_det.config.lazy import load_lazy_cfg
+
+    cls = norm_class(norm)
+    cfg = load_lazy_cfg(str(REPO / "configs/lazy/toy/retinanet_R_18_FPN_gnws_shapes.py"),
+                        [f"model.backbone.bottom_up.norm={norm}",
+                         "model.backbone.bottom_up.ws=False"])
+    model = instantiate(cfg.model)
+    assert type(model.backbone.bottom_up.stem.conv1.norm) is cls
+    assert type(model.backbone.fpn_lateral3.norm) is nn.GroupNorm  # the other components keep GN

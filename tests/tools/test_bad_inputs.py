@@ -256,6 +256,29 @@ def results_case(name, mutate, expect="error", words=""):
     return Case("results", name, expect, words, build)
 
 
+def thresholds_file(tmp, classes, **top) -> str:
+    """A thresholds.json with `classes` ({name: threshold}) and top-level fields `top`."""
+    content = {"format": "gn_det.thresholds", "version": 1, "rule": "best_f1",
+               "classes": {n: {"category_id": i + 1, "threshold": t}
+                           for i, (n, t) in enumerate(classes.items())}}
+    return write(tmp / "thresholds.json", {**content, **top})
+
+
+def thresholds_case(name, words, classes=None, **top):
+    """tools/evaluate.py --thresholds on valid results, the file from `classes` and `top`
+    (classes default: the tiny ground truth's first class at 0.5)."""
+    def build(inputs, tmp):
+        gt = inputs.coco()
+        a = gt["annotations"][0]
+        dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                 "score": 0.9}]
+        names = classes if classes is not None else {gt["categories"][0]["name"]: 0.5}
+        return "evaluate", ["--gt", write(tmp / "gt.json", gt), "--dt",
+                            write(tmp / "results.json", dets), "--out", str(tmp / "eval"),
+                            "--no-plot", "--thresholds", thresholds_file(tmp, names, **top)]
+    return Case("results", name, "error", words, build)
+
+
 def det(**fields):
     def mutate(dets):
         dets[1].update(fields)
@@ -288,6 +311,15 @@ def results_cases() -> List[Case]:
         results_case("not JSON", lambda d: "[{", words="not valid JSON"),
         results_case("empty list (valid: zeros)", lambda d: "[]", "warning",
                      "no detections; every metric will be 0"),
+        thresholds_case("evaluate --thresholds: a class the ground truth lacks",
+                        "thresholds.json: classes['RBC']: the ground truth has no class 'RBC'",
+                        classes={"RBC": 0.5}),
+        thresholds_case("evaluate --thresholds: not a thresholds file",
+                        "thresholds.json: 'format' is 'yolo'; expected 'gn_det.thresholds'",
+                        format="yolo"),
+        thresholds_case("evaluate --thresholds: a threshold that is not a number",
+                        "thresholds.json: classes['c'].threshold: is 'high'; expected a finite "
+                        "number", classes={"c": "high"}),
         Case("results", "results file missing", "error", "no such results file",
              lambda inputs, tmp: ("evaluate", [
                  "--gt", write(tmp / "gt.json", inputs.coco()), "--dt", str(tmp / "nope.json"),
@@ -351,6 +383,9 @@ def pretrain_args(inputs, tmp, train_json=None) -> List[str]:
 
 def config_cases() -> List[Case]:
     return [
+        lazy_case("train.score_thresholds_file missing",
+                  ["train.score_thresholds_file=/nonexistent/thresholds.json"],
+                  "/nonexistent/thresholds.json"),
         lazy_case("override of an unknown key", ["model.backbone.bottom_up.nrom=GN"],
                   ("model.backbone.bottom_up.nrom is not a key of the config", "norm, ")),
         lazy_case("unknown norm type", ["model.head.norm=GroupNorm"],
@@ -519,16 +554,21 @@ def sample_png(tmp) -> str:
 
 
 def export_case(group, name, words, weights=None, opts=(), sample=sample_png, config=None,
-                args=()):
+                args=(), before=None):
     """tools/export_model.py on the tiny toy checkpoint (or `weights(inputs, tmp)`) with the
-    tiny-run opts plus `opts`, a sample image from `sample(tmp)` (None: no --sample-image),
-    `config` (default the toy config) and more flags `args`; nothing may be written."""
+    tiny-run opts plus `opts` (TMP stands for the case's temp folder), a sample image from
+    `sample(tmp)` (None: no --sample-image), `config` (default the toy config) and more flags
+    `args`, after `before(tmp)` (e.g. writing a file); nothing may be written."""
     def build(inputs, tmp):
+        if before is not None:
+            before(tmp)
         path = weights(inputs, tmp) if weights else str(inputs.checkpoint)
         images = ["--sample-image", sample(tmp)] if sample else []
         return "export_model", ["--config-file", config or TOY_CONFIG, "--output",
                                 str(tmp / "export"), *images, *args,
-                                *inputs.train_opts(tmp / "out"), *opts, "MODEL.WEIGHTS", path]
+                                *inputs.train_opts(tmp / "out"),
+                                *[o.replace("TMP", str(tmp)) for o in opts], "MODEL.WEIGHTS",
+                                path]
 
     def nothing_written(tmp):
         out = tmp / "export"
@@ -581,6 +621,12 @@ def export_cases() -> List[Case]:
                     sample=lambda tmp: str(tmp / "nope.png")),
         export_case("images", "export: sample image is not an image",
                     "not an image PIL can read", sample=lambda tmp: write(tmp / "x.jpg", b"junk")),
+        export_case("configs", "export: MODEL.SCORE_THRESHOLDS_FILE with a class the model "
+                    "lacks", "thresholds.json: classes['RBC']: the model has no class 'RBC'",
+                    opts=["MODEL.SCORE_THRESHOLDS_FILE", "TMP/thresholds.json"],
+                    before=lambda tmp: thresholds_file(tmp, {"RBC": 0.5})),
+        export_case("configs", "export: MODEL.SCORE_THRESHOLDS_FILE missing",
+                    "nope.json", opts=["MODEL.SCORE_THRESHOLDS_FILE", "TMP/nope.json"]),
         export_case("images", "export: no sample image and no test dataset",
                     "no sample images: pass --sample-image", opts=["DATASETS.TEST", "()"],
                     sample=None),

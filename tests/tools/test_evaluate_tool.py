@@ -118,3 +118,33 @@ def test_debug_shows_traceback(files):
     r = evaluate("--gt", files / "gt.json", "--dt", files / "nope.json", "--out", files / "dbg",
                  "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr and "ResultsError" in r.stderr
+
+
+@pytest.mark.slow  # three commands in subprocesses
+def test_thresholds_file_gives_the_deployed_models_numbers(files):
+    """--thresholds applies a thresholds.json to the results before everything: P/R at score 0
+    then equal, per class, what the file says its thresholds give; show_errors --thresholds
+    counts the same TP / FP / FN."""
+    chosen = files / "chosen"
+    r = evaluate("--gt", files / "gt.json", "--dt", files / "a.json", "--out", chosen,
+                 "--no-plot")
+    assert r.returncode == 0, r.stderr
+    thresholds = json.loads((chosen / "thresholds.json").read_text())["classes"]
+    out = files / "deployed"
+    r = evaluate("--gt", files / "gt.json", "--dt", files / "a.json", "--out", out, "--no-plot",
+                 "--score", "0", "--iou", "0.5", "--thresholds", chosen / "thresholds.json")
+    assert r.returncode == 0, r.stderr
+    assert "score thresholds" in r.stderr and "kept" in r.stderr
+    per_class = json.loads((out / "metrics.json").read_text())["pr"]["0.5"]["0"]["per_class"]
+    for name, entry in thresholds.items():
+        got = per_class[name]
+        assert (got["tp"], got["fp"], got["fn"]) == (entry["tp"], entry["fp"], entry["fn"]), name
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "show_errors.py"), "--gt",
+                        str(files / "gt.json"), "--dt", str(files / "a.json"), "--image-root",
+                        str(files), "--out", str(files / "errors"), "--num", "0", "--score", "0",
+                        "--thresholds", str(chosen / "thresholds.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    tp = sum(e["tp"] for e in thresholds.values())
+    fp = sum(e["fp"] for e in thresholds.values())
+    assert f"TP {tp}, FP {fp} " in r.stdout

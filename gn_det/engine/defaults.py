@@ -14,14 +14,10 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
+from ..evaluation.report import AP_UNIT, NULL_MEANS
 from ..utils.file_io import finite_or_null, write_json
 from .launch import launch
 
-# The unit of AP (and AR, P, R, F1) in gn_det's metrics files: metrics_final.json and the
-# evaluator's inference/<dataset>/metrics.json, as pycocotools computes them.
-AP_UNIT = "fraction (0-1)"
-NULL_MEANS = ("undefined: e.g. the AP of a class or object size with no ground truth, or a "
-              "precision with no detection kept")
 
 
 def argument_parser(epilog=None):

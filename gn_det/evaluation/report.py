@@ -17,10 +17,18 @@ CSV_FIELDS = ["kind", "name", "iou", "score", "precision", "recall", "f1", "tp",
               "value"]
 
 
+# The unit of AP (and AR, P, R, F1) in gn_det's metrics files (the evaluator's metrics.json and
+# the trainer's metrics_final.json), as pycocotools computes them, and what their nulls mean.
+AP_UNIT = "fraction (0-1)"
+NULL_MEANS = ("undefined: e.g. the AP of a class or object size with no ground truth, or a "
+              "precision with no detection kept")
+
+
 def write_metrics_json(metrics: Dict, path: str) -> str:
-    """metrics.json; undefined stats are null (strict JSON, no NaN)."""
+    """metrics.json with its unit (ap_unit) and what null means (null_means): undefined stats
+    are null (strict JSON, no NaN)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return write_json(path, metrics, indent=1)
+    return write_json(path, {**metrics, "ap_unit": AP_UNIT}, indent=1, null_means=NULL_MEANS)
 
 
 def write_csv(path: str, rows: List[List]) -> str:

@@ -104,6 +104,7 @@ def test_end_to_end(tmp_path, caplog):
         v = results["bbox"][name]
         assert (math.isnan(v) if r < 0 else v == pytest.approx(100 * r, abs=1e-4)), name
     saved = json.loads((out / "metrics.json").read_text())
+    assert saved.pop("ap_unit") == "fraction (0-1)" and saved.pop("null_means")
     assert saved == json.loads(json.dumps(evaluator.metrics))
     written = json.loads((out / "coco_instances_results.json").read_text())
     assert {d["category_id"] for d in written} <= set(CAT_IDS)

@@ -28,7 +28,11 @@ def test_json_round_trip_is_strict(two_runs, tmp_path):
     m = dict(two_runs["bn"], coco=dict(two_runs["bn"]["coco"], APs=None))
     path = write_metrics_json(m, str(tmp_path / "sub" / "metrics.json"))
     text = open(path).read()
-    assert "NaN" not in text and json.loads(text)["coco"]["APs"] is None
+    saved = json.loads(text)
+    assert "NaN" not in text and saved["coco"]["APs"] is None
+    # the unit and the meaning of null, as metrics_final.json states them
+    assert saved["ap_unit"] == "fraction (0-1)" and "no ground truth" in saved["null_means"]
+    assert saved["coco"]["AP"] == pytest.approx(m["coco"]["AP"]) and 0 <= saved["coco"]["AP"] <= 1
 
 
 def test_csv_has_every_number_once(two_runs, tmp_path):

@@ -15,6 +15,14 @@ import torch  # noqa: E402
 from helpers import REPO  # noqa: E402
 
 
+def pytest_addoption(parser):
+    """--device for the device acceptance suite (tests/device/conftest.py reads it): declared here
+    so that `pytest tests --device cuda` works as well as `pytest tests/device --device cuda`."""
+    parser.addoption("--device", default=None,
+                     help="device the tests/device suite runs on: cpu or cuda[:N] (default: "
+                          "$GN_DET_TEST_DEVICE, else cpu)")
+
+
 def pytest_configure(config):
     for pattern in [
         "ignore:`torch.jit.script` is deprecated:FutureWarning",

@@ -2,9 +2,8 @@
 GN_DET_TEST_DEVICE environment variable, else cpu), as the session fixture `device`.
 
 `make test` runs the suite on CPU; `make test-device DEVICE=cuda` (or
-`pytest tests/device --device cuda`) runs the same tests on CUDA. `--device` is known to pytest
-only when tests/device is on its command line (pytest reads options from the conftest files of
-the paths it is given); GN_DET_TEST_DEVICE works from anywhere. A device that is asked for but
+`pytest tests --device cuda`) runs the same tests on CUDA (`--device` is declared in
+tests/conftest.py; GN_DET_TEST_DEVICE works too). A device that is asked for but
 absent ends the run in one line instead of skipping every test. On CPU each test runs with one
 torch thread: the tests time nothing, and on a shared machine two threads waiting on each other
 at every parallel region ran the suite several times slower (the benchmark's quick run: 250 s
@@ -16,12 +15,6 @@ import pytest
 import torch
 
 ENV = "GN_DET_TEST_DEVICE"
-
-
-def pytest_addoption(parser):
-    parser.addoption("--device", default=None,
-                     help=f"device the tests/device suite runs on: cpu or cuda[:N] (default: "
-                          f"${ENV}, else cpu)")
 
 
 @pytest.fixture(scope="session")

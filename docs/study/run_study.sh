@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The small-batch study behind docs/RESULTS.md: tools/compare_norms.py in both designs, 3 seeds,
 # on the toy shapes (controlled design) and on BCCD and raccoon (both designs). The estimates
-# per stage (2 cores, bf16 on the real data, fp32 on the toy) are in docs/study/README.md.
+# per stage assume 2 cores (bf16 on the real data, fp32 on the toy); docs/RESULTS.md has the
+# measured times (BCCD: 37 min per design, 2026-12-05).
 #
 #   bash docs/study/run_study.sh convert          # the COCO files and the toy shapes, once
 #   bash docs/study/run_study.sh toy              # ~2.0 h
-#   bash docs/study/run_study.sh bccd             # ~2.0 h (controlled ~1.0 h, budget ~1.0 h)
+#   bash docs/study/run_study.sh bccd             # 1.2 h measured (controlled 37 min, budget 37 min)
 #   bash docs/study/run_study.sh raccoon          # ~2.0 h
 #   bash docs/study/run_study.sh tune bccd        # optional: the budget rule 1x vs 2x, ~0.5 h
 #   bash docs/study/run_study.sh commit           # per-cell results -> docs/study/ (git add them)

@@ -118,9 +118,10 @@ def match_detections(reference: Detections, exported: Detections,
     their order. A detection left unpaired passes only where a cut-off explains it: its score is
     within score_atol of the score threshold (`score_thresh`: one for all classes, or one per
     class index), or of the lowest score kept by the other side when that side holds
-    max_detections, or the other side left one unpaired of the same class and score (a tie
-    that NMS broke the other way). With a tolerance's changed_share, up to that share of the
-    detections may be paired beyond the tolerance or unpaired (they are counted as `changed`)."""
+    max_detections, or the other side left one unpaired with the same score (a tie that a
+    top-k or NMS broke the other way; not a class change on the same box). With a tolerance's
+    changed_share, up to that share of the detections may be paired beyond the tolerance or
+    unpaired (they are counted as `changed`)."""
     ref, out = reference, exported
     limit = tolerance.box_limit(ref.boxes)
     share = tolerance.changed_share > 0
@@ -165,13 +166,21 @@ def match_detections(reference: Detections, exported: Detections,
                     floor is not None and s <= floor + tolerance.score_atol):
                 continue  # at a cut-off: float noise decides whether it is kept
             left[side].append(k)
-    # a tie broken the other way (class-wise NMS): each side kept one of two candidates of a class
-    # with the same score, so one unpaired detection per side, same class and score, explains
-    # the other (a detection whose class changed is never a tie)
+    # a tie broken the other way (at a top-k over anchors and classes, or class-wise NMS): each
+    # side kept one of two candidates with the same score, so one unpaired detection per side
+    # with equal scores explains the other; a detection whose class changed on the same box
+    # (IoU >= 0.5) is a changed detection, never a tie
+    def tie(a: int, b: int) -> bool:
+        if abs(ref.scores[a] - out.scores[b]) > tolerance.score_atol:
+            return False
+        if ref.classes[a] == out.classes[b]:
+            return True
+        overlap = box_iou(torch.from_numpy(ref.boxes[a:a + 1]),
+                          torch.from_numpy(out.boxes[b:b + 1]))
+        return not bool(overlap[0, 0] >= 0.5)
+
     ties = sorted(((abs(ref.scores[a] - out.scores[b]), a, b) for a in left["eager"]
-                   for b in left["exported"]
-                   if ref.classes[a] == out.classes[b]
-                   and abs(ref.scores[a] - out.scores[b]) <= tolerance.score_atol),
+                   for b in left["exported"] if tie(a, b)),
                   key=lambda t: t[0])
     tied_a, tied_b = set(), set()
     for _, a, b in ties:

@@ -7,6 +7,7 @@ import pytest
 from gn_det.benchmark import catalog, e2e, layers, report, timing
 from gn_det.benchmark import export_speed as export_bench
 from gn_det.commands import benchmark as command
+from gn_det.engine.precision import cpu_bf16_flags
 
 from helpers import REPO
 
@@ -120,16 +121,21 @@ def test_export_quick_times_every_variant_with_intervals(tmp_path, capsys):
 @pytest.mark.slow
 def test_export_accuracy_reports_differences_per_norm(tmp_path, capsys):
     """BN at 64 px: TorchScript and ONNX Runtime against eager, eager against float64, every
-    detection matched; IN is skipped below 129 px (its P7 map would be 1x1)."""
+    detection matched; bf16 TorchScript (where the CPU has bf16 units) reported with its changed
+    detections; IN is skipped below 129 px (its P7 map would be 1x1)."""
     pytest.importorskip("onnxruntime")
     out = tmp_path / "acc.json"
     assert command.main(["export_accuracy", "--quick", "--norms", "BN,IN", "--json",
                            str(out)]) == 0
     rows = json.loads(out.read_text())["export_accuracy"]["rows"]
     assert "skipped" in rows["IN"] and set(rows["BN"]) == {"64x64", "96x64"}
+    bf16 = {"torchscript_bf16 vs eager"} if cpu_bf16_flags() else set()
     for cell in rows["BN"].values():
         assert set(cell) == {"torchscript vs eager", "onnx vs eager", "eager vs float64",
-                             "onnx vs float64"}
+                             "onnx vs float64"} | bf16
+        for name in bf16:
+            diff = cell.pop(name)
+            assert diff["reference"] > 10 and 0 <= diff["changed"] <= diff["reference"]
         for diff in cell.values():
             assert diff["matched"] == diff["reference"] == diff["exported"] > 10
             assert diff["max_box_px"] < 0.01 and diff["max_score"] < 1e-5

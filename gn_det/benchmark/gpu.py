@@ -23,7 +23,7 @@ the same code on an R-18 at 64x96 (what the test suite checks), never for number
 import copy
 import itertools
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -348,6 +348,16 @@ def _cell(value, ref, digits=3) -> str:
     return f"{value:.{digits}f}"
 
 
+def _norm_cells(row: List[Dict], key: str, digits: int, error: Optional[str] = None) -> str:
+    """One table row's cells for the norms in `row` (FrozenBN first): `key` and then peak memory,
+    each with its ratio to FrozenBN's; a cell holding an error reads `error` where given."""
+    t0, m0 = row[0].get(key), row[0].get("peak_memory_gb")
+    times = [error if error and "error" in c else _cell(c.get(key), t0 if i else None, digits)
+             for i, c in enumerate(row)]
+    memory = [_cell(c.get("peak_memory_gb"), m0 if i else None, 2) for i, c in enumerate(row)]
+    return " | ".join(times + memory)
+
+
 def tables(result: Dict) -> str:
     """The Markdown tables of docs/PERFORMANCE.md's GPU section, from a result."""
     zoo, ratio = result["zoo"], result["zoo_ratios"]["GN / FrozenBN"]
@@ -364,13 +374,8 @@ def tables(result: Dict) -> str:
                 row = [cells.get(f"{n}/{name}", {}) for n in NORMS]
                 if not any(row):
                     continue
-                t0, m0 = row[0].get("s_per_iter"), row[0].get("peak_memory_gb")
                 lines.append(f"| {arch} | {batch} | {name} | "
-                             + " | ".join(_cell(c.get("s_per_iter"), t0 if i else None)
-                                          if "error" not in c else "loss not finite"
-                                          for i, c in enumerate(row)) + " | "
-                             + " | ".join(_cell(c.get("peak_memory_gb"), m0 if i else None, 2)
-                                          for i, c in enumerate(row)) + " |")
+                             + _norm_cells(row, "s_per_iter", 3, "loss not finite") + " |")
     lines += ["", "Inference, batch 1: s/image and peak GB, ratio to FrozenBN", "",
               "| model | precision | FrozenBN s/img | GN s/img | GN+WS s/img | FrozenBN GB | "
               "GN GB | GN+WS GB |", "|---|---|---|---|---|---|---|---|",
@@ -381,12 +386,7 @@ def tables(result: Dict) -> str:
             row = [cells.get(f"{n}/{name}", {}) for n in NORMS]
             if not any(row):
                 continue
-            t0, m0 = row[0].get("s_per_image"), row[0].get("peak_memory_gb")
-            lines.append(f"| {arch} | {name} | "
-                         + " | ".join(_cell(c.get("s_per_image"), t0 if i else None, 4)
-                                      for i, c in enumerate(row)) + " | "
-                         + " | ".join(_cell(c.get("peak_memory_gb"), m0 if i else None, 2)
-                                      for i, c in enumerate(row)) + " |")
+            lines.append(f"| {arch} | {name} | " + _norm_cells(row, "s_per_image", 4) + " |")
     lines += ["", "Paired time ratios [95% interval] (and memory ratios):", ""]
     for group, entries in result["ratios"].items():
         for label, r in entries.items():

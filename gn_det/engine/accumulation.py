@@ -92,7 +92,8 @@ class AccumulatingTrainer(SimpleTrainer):
         self._write_metrics(summed, data_time)
         if self.grad_scaler is None:
             self.optimizer.step()
-        else:
+        else:  # unscaled first: gradient clipping, fused step or not, sees the true gradients
+            self.grad_scaler.unscale_(self.optimizer)
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
 

@@ -1,6 +1,7 @@
 """The training optimizer: detectron2's param groups, with GN/LN/IN affine weight decay set apart
 (SOLVER.WEIGHT_DECAY_GN, 0 by default as in Detectron's GN models), and SOLVER.OPTIMIZER choosing
-SGD (detectron2's) or AdamW (common for training from scratch)."""
+SGD (detectron2's) or AdamW (common for training from scratch), each as torch's fused one-kernel
+step where torch has one for the parameters' device (SOLVER.FUSED)."""
 import torch
 from torch import nn
 
@@ -29,6 +30,21 @@ def split_group_norm_decay(param_groups, gn_ids: set, weight_decay_gn: float):
 OPTIMIZERS = ("SGD", "AdamW")
 
 
+def fused_supported(optimizer_cls, params) -> bool:
+    """Whether torch has a fused step of `optimizer_cls` for these parameters: floating point, all
+    on one device that torch's fused kernels cover (CPU and CUDA in current torch)."""
+    params = [p for p in params if p.requires_grad]
+    if not params or len({(p.device, p.dtype) for p in params}) > 1 \
+            or not params[0].is_floating_point():
+        return False
+    probe = torch.zeros(1, device=params[0].device, dtype=params[0].dtype, requires_grad=True)
+    try:
+        optimizer_cls([probe], lr=0.0, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """detectron2's build_optimizer, plus SOLVER.WEIGHT_DECAY_GN for GroupNorm affine params and
     SOLVER.OPTIMIZER; gradient clipping (SOLVER.CLIP_GRADIENTS) applies to either."""
@@ -44,9 +60,12 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
     params = split_group_norm_decay(params, group_norm_params(model), cfg.SOLVER.WEIGHT_DECAY_GN)
-    if cfg.SOLVER.OPTIMIZER == "AdamW":  # SOLVER.MOMENTUM / NESTEROV are SGD's
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-    return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+    cls = torch.optim.AdamW if cfg.SOLVER.OPTIMIZER == "AdamW" else torch.optim.SGD
+    extra = {"fused": True} if cfg.SOLVER.FUSED and fused_supported(
+        cls, [p for g in params for p in g["params"]]) else {}
+    if cls is torch.optim.AdamW:  # SOLVER.MOMENTUM / NESTEROV are SGD's
+        return maybe_add_gradient_clipping(cfg, cls)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **extra)
+    return maybe_add_gradient_clipping(cfg, cls)(
         params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **extra)

@@ -39,9 +39,10 @@ def images(n, seed=0):
              "target": torch.randn((), generator=g)} for _ in range(n)]
 
 
-def one_update(model, data, micro_batch, k, **trainer_kwargs):
+def one_update(model, data, micro_batch, k, make_optimizer=None, **trainer_kwargs):
     model = copy.deepcopy(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt = (make_optimizer(model) if make_optimizer else
+           torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4))
     loader = [data[i:i + micro_batch] for i in range(0, len(data), micro_batch)]
     trainer = AccumulatingTrainer(model, loader, opt, accumulate_steps=k, **trainer_kwargs)
     with EventStorage(0) as storage:
@@ -50,9 +51,9 @@ def one_update(model, data, micro_batch, k, **trainer_kwargs):
     return model, total
 
 
-def update_of(model, data, micro_batch, k, **trainer_kwargs):
+def update_of(model, data, micro_batch, k, make_optimizer=None, **trainer_kwargs):
     """One step's parameter update (after - before), flattened, and the logged total loss."""
-    after, total = one_update(model, data, micro_batch, k, **trainer_kwargs)
+    after, total = one_update(model, data, micro_batch, k, make_optimizer, **trainer_kwargs)
     return torch.cat([(p - q).detach().flatten()
                       for p, q in zip(after.parameters(), model.parameters())]), total
 
@@ -156,6 +157,25 @@ def test_grad_scaler_unscales_and_steps_once_per_optimizer_step():
     trainer = AccumulatingTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1),
                                   grad_scaler=overflow)
     assert trainer.state_dict()["grad_scaler"]["scale"] == overflow.get_scale()  # checkpointed
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_grad_scaler_with_clipping_clips_the_true_gradients(fused):
+    """Under a grad scaler, gradient clipping (detectron2's optimizer wrapper) sees unscaled
+    gradients whether torch's fused step (which could take the scale itself) is used or not:
+    the update equals the unscaled one."""
+    from gn_det.engine.optimizer import build_optimizer
+    cfg = add_gn_det_config(get_cfg())
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.FUSED = "AdamW", 1e-2, fused
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE, cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = "norm", 1e-3
+    model = TinyDetectorLike(lambda c: nn.GroupNorm(4, c))
+    data = images(4)
+    make = lambda m: build_optimizer(cfg, m)  # noqa: E731
+    plain, _ = update_of(model, data, 2, 2, make)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    scaled, _ = update_of(model, data, 2, 2, make, grad_scaler=scaler)
+    assert relative(scaled, plain) < 1e-5
 
 
 def test_batch_norm_accumulation_differs():

@@ -47,8 +47,9 @@ def bench_export_accuracy(args) -> Dict:
 
 
 def bench_precision(args) -> Dict:
+    parts = args.parts.split(",") if args.parts else precision.PARTS
     return precision.precision_benchmark(args.config_dir, repeats=args.repeats, quick=args.quick,
-                                         clock=args.clock)
+                                         clock=args.clock, parts=parts)
 
 
 def bench_precision_profile(args) -> Dict:

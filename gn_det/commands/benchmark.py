@@ -36,7 +36,7 @@ import re
 
 import torch
 
-from ..benchmark import e2e, eval_speed, gpu, timing
+from ..benchmark import e2e, eval_speed, gpu, precision, timing
 from ..benchmark import export_speed as export_bench
 from ..benchmark.catalog import BENCHMARKS, CONFIG_DIR
 from ..benchmark.report import target_lines
@@ -76,6 +76,10 @@ def parse_args(argv=None):
     group.add_argument("--norms", default="",
                        help=f"export_accuracy: comma-separated subset of: "
                             f"{', '.join(export_bench.ACCURACY_NORMS)} (default all)")
+    group = ap.add_argument_group("precision")
+    group.add_argument("--parts", default="",
+                       help=f"comma-separated subset of: {', '.join(precision.PARTS)} "
+                            f"(default all)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -92,6 +96,9 @@ def parse_args(argv=None):
     if bad:
         ap.error(f"--norms: unknown {', '.join(bad)}; valid: "
                  f"{', '.join(export_bench.ACCURACY_NORMS)}")
+    bad = [p for p in args.parts.split(",") if p and p not in precision.PARTS]
+    if bad:
+        ap.error(f"--parts: unknown {', '.join(bad)}; valid: {', '.join(precision.PARTS)}")
     bad = [m for m in args.models.split(",") if m and m not in export_bench.MODELS]
     if bad:
         ap.error(f"--models: unknown {', '.join(bad)}; valid: {', '.join(export_bench.MODELS)}")

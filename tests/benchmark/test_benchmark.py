@@ -93,6 +93,9 @@ def test_e2e_arguments_and_variants():
             command.parse_args(["e2e", *bad])
     with pytest.raises(SystemExit):
         command.parse_args(["export", "--models", "toy,nope"])
+    assert command.parse_args(["precision", "--parts", "training"]).parts == "training"
+    with pytest.raises(SystemExit):
+        command.parse_args(["precision", "--parts", "training,nope"])
     with pytest.raises(ValueError, match="valid are frozen_bn, stock_gn_all"):
         e2e.e2e_benchmark(catalog.CONFIG_DIR, variants=["bn_all"])
     with pytest.raises(FileNotFoundError, match="config .* not found"):

@@ -57,9 +57,15 @@ def write_csv(rows: Sequence[Dict], path: str) -> str:
     return path
 
 
+PERCENT_FIELDS = ("AP", "AP50", "AP75", "recall", "precision", "f1")
+UNITS = {"percent (0-100)": list(PERCENT_FIELDS),
+         "null": "not measured: the cell has not finished, failed, or the value is undefined"}
+
+
 def write_json(rows: Sequence[Dict], info: Dict, path: str) -> str:
-    """results.json: {"grid": settings, "machine": ..., "cells": rows} (strict JSON)."""
-    data = dict(info, cells=[{k: row.get(k) for k in FIELDS} for row in rows])
+    """results.json: {"grid": settings, "machine": ..., "units": what the cells' numbers are in,
+    "cells": rows} (strict JSON)."""
+    data = dict(info, units=UNITS, cells=[{k: row.get(k) for k in FIELDS} for row in rows])
     return write_strict_json(path, data, indent=1)
 
 

@@ -69,6 +69,7 @@ def test_json_is_strict_with_settings_and_cells(tmp_path):
     assert data["grid"] == {"batches": [1, 8]} and data["machine"] == {"cores": 2}
     assert [set(c) for c in data["cells"]] == [set(FIELDS)] * len(ROWS)
     assert data["cells"][9]["AP"] == 18.5 and data["cells"][7]["AP"] is None
+    assert data["units"]["percent (0-100)"] == ["AP", "AP50", "AP75", "recall", "precision", "f1"]
 
 
 def _table(text, title):

@@ -10,6 +10,10 @@
 #   DATASETS=bccd VARIANTS="baseline full" SEEDS="0" bash docs/real_data/recipe_ablation.sh
 #   ITERS=1200 OUT=output/recipe_ablation_1200 bash docs/real_data/recipe_ablation.sh  # shorter
 #   SCHEDULE=1 bash docs/real_data/recipe_ablation.sh            # the schedule sweep instead
+# The variants fp32 and bf16 set MODEL.PRECISION over CONFIG as it stands: the training
+# precision's effect on accuracy (docs/PERFORMANCE.md), e.g.
+#   CONFIG=configs/real/retinanet_R_18_FPN_gnws_cpu.yaml VARIANTS="bf16 fp32" \
+#       OUT=output/precision_accuracy bash docs/real_data/recipe_ablation.sh
 set -euo pipefail
 set -f  # no globbing: the dataset opts hold [ ] brackets
 cd "$(dirname "$0")/../.."
@@ -34,7 +38,8 @@ variant_opts() {  # the recipe's pieces for one variant: all off, then the named
     crop)  echo "${OFF[@]} INPUT.CROP.ENABLED True" ;;
     ema)   echo "${OFF[@]} MODEL.EMA.ENABLED True" ;;
     full)  echo "" ;;
-    *) echo "unknown variant $1 (baseline lsj color crop ema full)" >&2; exit 2 ;;
+    fp32|bf16) echo "MODEL.PRECISION $1" ;;
+    *) echo "unknown variant $1 (baseline lsj color crop ema full fp32 bf16)" >&2; exit 2 ;;
   esac
 }
 

@@ -151,6 +151,11 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
     _create_local_process_group(procs_per_machine)
     comm.synchronize()
     main_func(*args)
+    # An orderly shutdown: every rank done before any closes its connections, then gloo's threads
+    # stopped before interpreter exit (left running, a rank whose peer exited first can abort at
+    # exit with "terminate called without an active exception", i.e. SIGABRT after success).
+    comm.synchronize()
+    dist.destroy_process_group()
 
 
 def threads_per_process(procs_per_machine: int) -> int:

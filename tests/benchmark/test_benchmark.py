@@ -125,14 +125,19 @@ def test_export_quick_times_every_variant_with_intervals(tmp_path, capsys):
 def test_export_accuracy_reports_differences_per_norm(tmp_path, capsys):
     """BN at 64 px: TorchScript and ONNX Runtime against eager, eager against float64, every
     detection matched; bf16 TorchScript (where the CPU has bf16 units) reported with its changed
-    detections; IN is skipped below 129 px (its P7 map would be 1x1)."""
+    detections, or with export's refusal when it differed from eager bf16 (seen once in a full
+    run under load, not reproduced alone); IN is skipped below 129 px (its P7 map would be
+    1x1)."""
     pytest.importorskip("onnxruntime")
     out = tmp_path / "acc.json"
     assert command.main(["export_accuracy", "--quick", "--norms", "BN,IN", "--json",
                            str(out)]) == 0
     rows = json.loads(out.read_text())["export_accuracy"]["rows"]
+    refused = rows["BN"].pop("torchscript_bf16 refused", None)  # its own-precision check said no
+    assert refused is None or refused.startswith("TorchScript bf16 (torch.jit.load, frozen) "
+                                                 "differs from eager PyTorch in bf16 on ")
     assert "skipped" in rows["IN"] and set(rows["BN"]) == {"64x64", "96x64"}
-    bf16 = {"torchscript_bf16 vs eager"} if cpu_bf16_flags() else set()
+    bf16 = {"torchscript_bf16 vs eager"} if cpu_bf16_flags() and refused is None else set()
     for cell in rows["BN"].values():
         assert set(cell) == {"torchscript vs eager", "onnx vs eager", "eager vs float64",
                              "onnx vs float64"} | bf16

@@ -92,7 +92,7 @@ def main(root: str) -> None:
                 line = verdict(f"{dataset} {variant}", reference, diff, unit=key)
                 if reference == "fp32":
                     values = [r[index] for r in ref.values()]
-                    mean = sum(r[index] for r in runs.values()) / len(runs)
+                    mean = summarize([r[index] for r in runs.values()]).mean
                     inside = min(values) <= mean <= max(values)
                     line += (f" {variant} mean {mean:.1f} {key}, fp32 seeds "
                              f"{min(values):.1f}-{max(values):.1f}: "

@@ -363,9 +363,9 @@ def accuracy_benchmark(config_dir: str, size: Sequence[int] = (256, 256),
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             loose = export.Tolerance(math.inf, 0, math.inf, 1.0)
-            export.export_model(model, cfg, samples, tmp, [f for f in formats if f in
-                                                           export.DEFAULT_FORMATS], loose)
-            row, written = {}, list(export.DEFAULT_FORMATS)
+            written = [f for f in formats if f in export.DEFAULT_FORMATS]
+            export.export_model(model, cfg, samples, tmp, written, loose)
+            row = {}
             for fmt in [f for f in formats if f not in written]:  # bf16: measured if written
                 try:  # its check against the eager model in its own precision may refuse it
                     export.export_model(model, cfg, samples, tmp, [fmt], loose)

@@ -20,6 +20,10 @@ def bench_gn(args) -> Dict:
     return layers.gn_benchmark(quick=args.quick, repeats=args.repeats, clock=args.clock)
 
 
+def bench_gn_routes(args) -> Dict:
+    return layers.gn_routes_benchmark(quick=args.quick, repeats=args.repeats, clock=args.clock)
+
+
 def bench_ws(args) -> Dict:
     return layers.ws_benchmark(quick=args.quick, repeats=args.repeats, clock=args.clock)
 
@@ -61,6 +65,9 @@ def bench_precision_profile(args) -> Dict:
 
 BENCHMARKS: Dict[str, Benchmark] = {
     "gn": Benchmark(bench_gn, "GroupNorm fwd+bwd vs naive GN, BatchNorm, FrozenBN"),
+    "gn_routes": Benchmark(bench_gn_routes, "bf16 channels_last GroupNorm fwd+bwd by route "
+                                            "(torch's kernel, per-image backward, NCHW round "
+                                            "trip) against gn_det's choice"),
     "ws": Benchmark(bench_ws, "WS conv vs plain conv, train and eval (folded / unfolded)"),
     "e2e": Benchmark(bench_e2e, "RetinaNet R50-FPN train s/iter, peak RSS, inference s/img"),
     "eval": Benchmark(eval_speed.run, eval_speed.HELP),

@@ -1,8 +1,9 @@
 """Layer benchmarks at R50-FPN shapes (N=2, feature maps of a 512x768 input): GroupNorm against
 the naive reshape/mean/var GN, BatchNorm and FrozenBN; WS convs against plain convs in training
-and in inference. Each comparison is timed side by side (gn_det.benchmark.timing.interleaved);
-every ratio is the median of the paired per-repeat ratios with its bootstrap interval
-(`<ratio>_ci`).
+and in inference; and bf16 channels_last GroupNorm by route (torch's kernel, the per-image
+backward, the NCHW round trip) over batch, channels and map size. Each comparison is timed
+side by side (gn_det.benchmark.timing.interleaved); every ratio is the median of the paired
+per-repeat ratios with its bootstrap interval (`<ratio>_ci`).
 """
 import copy
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -13,7 +14,8 @@ from torch import nn
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
-from ..layers import WS_STYLES, WSConv2d, build_norm, fold_ws, standardize_weight
+from ..layers import WS_STYLES, GroupNorm, WSConv2d, build_norm, fold_ws, standardize_weight
+from ..layers.group_norm import group_norm_channels_last, group_norm_via_nchw
 from .timing import CLOCKS, interleaved, medians, paired_ratio
 
 BATCH = 2
@@ -104,6 +106,47 @@ def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES,
     return {"batch": BATCH, "repeats": repeats, "clock": clock, "rows": rows,
             "targets": {"ours_vs_naive": _worst(rows, "ours_vs_naive", 0.5),
                         "ours_vs_bn": _worst(rows, "ours_vs_bn", 1.5)}}
+
+
+# (N, C, H, W) of bf16 channels_last GN inputs: 2 images of a 416x576 training batch (R-18
+# real configs) and 8 of 160 px (the demo), from the coarse levels to res2; 32 groups.
+GN_ROUTE_SHAPES: Tuple[Tuple[int, int, int, int], ...] = (
+    (2, 64, 104, 144), (2, 128, 52, 72), (2, 256, 40, 40), (2, 256, 26, 36), (2, 128, 13, 18),
+    (8, 64, 40, 40), (8, 128, 20, 20), (8, 256, 10, 10), (8, 128, 5, 5))
+
+
+def gn_routes_benchmark(quick: bool = False, repeats: int = 5, shapes=GN_ROUTE_SHAPES,
+                        clock: str = "wall") -> Dict:
+    """bf16 channels_last GroupNorm forward + backward (32 groups, fp32 affine as under
+    autocast) by route: torch's own kernel, the per-image channels_last backward, the NCHW
+    round trip, and gn_det's GroupNorm (which picks one by map size). Milliseconds are medians;
+    `ours_vs_<route>` ratios are paired."""
+    timer = CLOCKS[clock]
+    torch.manual_seed(0)
+    routes = {"torch": lambda x, m: F.group_norm(x, 32, m.weight, m.bias, m.eps),
+              "per_image": lambda x, m: group_norm_channels_last(x, 32, m.weight, m.bias, m.eps),
+              "via_nchw": lambda x, m: group_norm_via_nchw(x, 32, m.weight, m.bias, m.eps),
+              "ours": lambda x, m: m(x)}
+    rows = {}
+    for n, c, h, w in shapes:
+        h, w = _shrink((h, w), quick)
+        module = GroupNorm(32, c)
+        x = torch.randn(n, c, h, w).to(torch.bfloat16, memory_format=torch.channels_last)
+        grad = torch.randn_like(x)
+
+        def step(route, module=module, x=x, grad=grad):
+            def run():
+                module.weight.grad = module.bias.grad = None
+                route(x.detach().requires_grad_(), module).backward(grad)
+            return run
+
+        samples = interleaved({k: step(r) for k, r in routes.items()}, repeats,
+                              label=f"GN routes {n}x{c}x{h}x{w} ", clock=timer)
+        rows[f"N{n}_C{c}_{h}x{w}"] = {
+            **{f"{k}_ms": round(v * 1e3, 3) for k, v in medians(samples).items()},
+            **_ratios(samples, {f"ours_vs_{k}": ("ours", k) for k in routes if k != "ours"})}
+    return {"repeats": repeats, "clock": clock, "groups": 32, "dtype": "bfloat16",
+            "rows": rows}
 
 
 def _ratios(samples: Dict[str, List[float]], pairs: Dict[str, Tuple[str, str]]) -> Dict:

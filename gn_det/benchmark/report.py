@@ -23,6 +23,11 @@ def target_lines(name: str, result: Dict) -> list:
             lines.append((label, t["ratio"], t.get("ci"), t["target"], cpu))
     elif name == "eval":
         return eval_speed.target_lines(result)
+    elif name == "gn_routes":
+        for shape, row in result.get("rows", {}).items():
+            for key in (k for k in row if k.startswith("ours_vs_") and not k.endswith("_ci")):
+                lines.append((f"{shape} ours / {key[len('ours_vs_'):]}", row[key],
+                              row[f"{key}_ci"], None, None))
     elif name == "precision":
         for label, t in result.get("ratios", {}).items():
             lines.append((label, t["ratio"], t["ci"], t["target"], None))

@@ -10,6 +10,10 @@ BENCHMARKS entry there.
 
     gn     GroupNorm forward+backward at R50-FPN shapes (N=2, 512x768 input): ours vs naive GN,
            BatchNorm (train), FrozenBN, channels_last (--quick: feature maps 4x smaller)
+    gn_routes
+           bf16 channels_last GroupNorm forward+backward by route (torch's kernel, the
+           per-image backward, the NCHW round trip) vs gn_det's GroupNorm, which picks by map
+           size: 2 images at 416x576 and 8 at 160 px (--quick: feature maps 4x smaller)
     ws     WS conv vs plain conv: train forward+backward, eval unfolded / folded, and the
            standardization formulations (--quick: feature maps 4x smaller)
     e2e    RetinaNet R50-FPN, 512x768, batch 2, CPU: train s/iter, peak RSS, inference s/img

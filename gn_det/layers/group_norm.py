@@ -7,10 +7,14 @@ took 10-40x the NCHW time in bf16 (docs/PERFORMANCE.md), a third of a bf16 chann
 training step. Here the forward is torch's, and the backward takes from torch's kernel only what
 it does fast in channels_last (the per-channel sums behind the affine gradients, one image at a
 time) and forms the input gradient with one more of torch's fused passes: statistics stay in fp32
-and no tensor changes memory format. Everywhere else (NCHW, CUDA, no gradient, tracing,
-scripting, compiling, more channels per group than MAX_CHANNELS_PER_GROUP) it is plain
-`F.group_norm`, whose output is made channels_last again where torch's kernel returned NCHW for a
-channels_last input (CUDA), so a channels_last network stays channels_last.
+and no tensor changes memory format. On small maps (up to NCHW_MAX_HW pixels per image: a
+detector's coarse levels, or every level of a small-image batch) that per-image loop and torch's
+channels_last forward cost more than a round trip through NCHW, so there GN runs torch's NCHW
+kernels between two reorders, one each way (fp32 statistics as well). Everywhere else (NCHW,
+CUDA, no gradient, tracing, scripting, compiling, more channels per group than
+MAX_CHANNELS_PER_GROUP) it is plain `F.group_norm`, whose output is made channels_last again
+where torch's kernel returned NCHW for a channels_last input (CUDA), so a channels_last network
+stays channels_last.
 """
 import torch
 import torch.nn.functional as F
@@ -18,11 +22,15 @@ from torch import nn
 
 from .layout import is_channels_last
 
-__all__ = ["GroupNorm", "group_norm_channels_last", "use_fast_group_norm"]
+__all__ = ["GroupNorm", "group_norm_channels_last", "group_norm_via_nchw", "use_fast_group_norm"]
 
 # Channels per group up to which this backward beat torch's channels_last one (bf16 / fp16
 # inputs, and fp32; docs/PERFORMANCE.md): beyond, torch's kernel vectorizes over the channels.
 MAX_CHANNELS_PER_GROUP = {"half": 8, "float": 2}
+# Pixels per image up to which the NCHW round trip beat the per-image channels_last backward
+# (bf16 forward + backward, 1-8 images, 64-256 channels; `gn-det-benchmark gn_routes`): 40 x 40,
+# where it is 1.3x faster at 64 channels and within 10 % at 128-256.
+NCHW_MAX_HW = 1600
 
 
 class GroupNorm(nn.GroupNorm):
@@ -40,6 +48,8 @@ class GroupNorm(nn.GroupNorm):
 
     @torch.jit.unused
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] * x.shape[3] <= NCHW_MAX_HW:
+            return group_norm_via_nchw(x, self.num_groups, self.weight, self.bias, self.eps)
         return group_norm_channels_last(x, self.num_groups, self.weight, self.bias, self.eps)
 
     @torch.jit.unused
@@ -82,10 +92,48 @@ def _compiling() -> bool:
 def group_norm_channels_last(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
     """F.group_norm for a 4D channels_last `x`, with the backward of the module docstring.
     `weight` / `bias` may be None (no affine)."""
+    w, b = _affine(x, weight, bias)
+    return _GroupNormChannelsLast.apply(x, num_groups, w, b, eps)
+
+
+def _affine(x, weight, bias):
     channels = x.shape[1]
     w = weight if weight is not None else torch.ones(channels, device=x.device)
     b = bias if bias is not None else torch.zeros(channels, device=x.device)
-    return _GroupNormChannelsLast.apply(x, num_groups, w, b, eps)
+    return w, b
+
+
+def group_norm_via_nchw(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+    """F.group_norm for a 4D channels_last `x` through torch's NCHW kernels: `x` and the output
+    gradient are reordered to NCHW, the output and the input gradient back to channels_last."""
+    w, b = _affine(x, weight, bias)
+    return _GroupNormViaNCHW.apply(x, num_groups, w, b, eps)
+
+
+class _GroupNormViaNCHW(torch.autograd.Function):
+    """torch's native GroupNorm forward and backward on an NCHW copy of `x` (saved for the
+    backward in place of `x`); outputs and input gradient channels_last."""
+
+    @staticmethod
+    def forward(ctx, x, num_groups, weight, bias, eps):
+        n, c, h, w = x.shape
+        x = x.contiguous()
+        y, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, n, c, h * w,
+                                                        num_groups, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.num_groups = num_groups
+        return y.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        dx, dgamma, dbeta = torch.ops.aten.native_group_norm_backward(
+            dy.contiguous(), x, mean, rstd, weight, n, c, h * w, ctx.num_groups,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]])
+        if dx is not None:
+            dx = dx.contiguous(memory_format=torch.channels_last)
+        return dx, None, dgamma, dbeta, None
 
 
 class _GroupNormChannelsLast(torch.autograd.Function):

@@ -44,6 +44,18 @@ def test_gn_quick_reports_ratios(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_gn_routes_quick_compares_every_route(tmp_path, capsys):
+    out = tmp_path / "gn_routes.json"
+    assert command.main(["gn_routes", "--quick", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["gn_routes"]["rows"]
+    assert len(rows) == len(layers.GN_ROUTE_SHAPES) and "N8_C64_10x10" in rows
+    for row in rows.values():
+        for route in ("torch", "per_image", "via_nchw"):
+            assert row[f"{route}_ms"] > 0 and row[f"ours_vs_{route}"] > 0
+    assert "N8_C64_10x10 ours / via_nchw: " in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_ws_quick_reports_ratios(tmp_path):
     out = tmp_path / "ws.json"
     assert command.main(["ws", "--quick", "--repeats", "1", "--json", str(out)]) == 0

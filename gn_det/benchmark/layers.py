@@ -113,6 +113,7 @@ def gn_benchmark(quick: bool = False, repeats: int = 3, shapes=GN_SHAPES,
 GN_ROUTE_SHAPES: Tuple[Tuple[int, int, int, int], ...] = (
     (2, 64, 104, 144), (2, 128, 52, 72), (2, 256, 40, 40), (2, 256, 26, 36), (2, 128, 13, 18),
     (8, 64, 40, 40), (8, 128, 20, 20), (8, 256, 10, 10), (8, 128, 5, 5))
+GN_ROUTE_GROUPS = 32
 
 
 def gn_routes_benchmark(quick: bool = False, repeats: int = 5, shapes=GN_ROUTE_SHAPES,
@@ -123,14 +124,15 @@ def gn_routes_benchmark(quick: bool = False, repeats: int = 5, shapes=GN_ROUTE_S
     `ours_vs_<route>` ratios are paired."""
     timer = CLOCKS[clock]
     torch.manual_seed(0)
-    routes = {"torch": lambda x, m: F.group_norm(x, 32, m.weight, m.bias, m.eps),
-              "per_image": lambda x, m: group_norm_channels_last(x, 32, m.weight, m.bias, m.eps),
-              "via_nchw": lambda x, m: group_norm_via_nchw(x, 32, m.weight, m.bias, m.eps),
+    g = GN_ROUTE_GROUPS
+    routes = {"torch": lambda x, m: F.group_norm(x, g, m.weight, m.bias, m.eps),
+              "per_image": lambda x, m: group_norm_channels_last(x, g, m.weight, m.bias, m.eps),
+              "via_nchw": lambda x, m: group_norm_via_nchw(x, g, m.weight, m.bias, m.eps),
               "ours": lambda x, m: m(x)}
     rows = {}
     for n, c, h, w in shapes:
         h, w = _shrink((h, w), quick)
-        module = GroupNorm(32, c)
+        module = GroupNorm(GN_ROUTE_GROUPS, c)
         x = torch.randn(n, c, h, w).to(torch.bfloat16, memory_format=torch.channels_last)
         grad = torch.randn_like(x)
 
@@ -145,7 +147,7 @@ def gn_routes_benchmark(quick: bool = False, repeats: int = 5, shapes=GN_ROUTE_S
         rows[f"N{n}_C{c}_{h}x{w}"] = {
             **{f"{k}_ms": round(v * 1e3, 3) for k, v in medians(samples).items()},
             **_ratios(samples, {f"ours_vs_{k}": ("ours", k) for k in routes if k != "ours"})}
-    return {"repeats": repeats, "clock": clock, "groups": 32, "dtype": "bfloat16",
+    return {"repeats": repeats, "clock": clock, "groups": GN_ROUTE_GROUPS, "dtype": "bfloat16",
             "rows": rows}
 
 

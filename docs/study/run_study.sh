@@ -2,18 +2,23 @@
 # The small-batch study behind docs/RESULTS.md: tools/compare_norms.py in both designs, 3 seeds,
 # on the toy shapes (controlled design) and on BCCD and raccoon (both designs). The estimates
 # per stage assume 2 cores (bf16 on the real data, fp32 on the toy); docs/RESULTS.md has the
-# measured times (BCCD: 37 min per design, 2026-12-05).
+# measured times (BCCD: 37 min per design on a Xeon with AMX, 2026-12-05). A CPU without bf16
+# units (no amx_bf16 / avx512_bf16) trains the real data in fp32: about 2.5x as long (raccoon's
+# controlled design: 71 min on an AMD EPYC, 2026-12-06).
 #
 #   bash docs/study/run_study.sh convert          # the COCO files and the toy shapes, once
 #   bash docs/study/run_study.sh toy              # ~2.0 h
 #   bash docs/study/run_study.sh bccd             # 1.2 h measured (controlled 37 min, budget 37 min)
-#   bash docs/study/run_study.sh raccoon          # ~2.0 h
+#   bash docs/study/run_study.sh raccoon          # ~1 h with bf16 units, ~2.5 h without
 #   bash docs/study/run_study.sh tune bccd        # optional: the budget rule 1x vs 2x, ~0.5 h
 #   bash docs/study/run_study.sh commit           # per-cell results -> docs/study/ (git add them)
 #
 # Every stage can be stopped (Ctrl-C) and rerun: finished cells are reused, an interrupted one
-# continues from its checkpoint. Outputs: output/study/<dataset>/<design>/ (results.md, .csv,
-# .json, ap_vs_batch.png, ap50_vs_batch.png, one folder per cell). `commit` copies the tables,
+# continues from its checkpoint. In a new checkout (output/ gone), the cells committed under
+# docs/study/ are taken instead of trained where config and training precision match
+# (--reuse-from), so a study that `commit` saved half-done continues where it stopped.
+# Outputs: output/study/<dataset>/<design>/ (results.md, .csv, .json, ap_vs_batch.png,
+# ap50_vs_batch.png, one folder per cell). `commit` copies the tables,
 # results.json and the plots to docs/study/<dataset>/<design>/, from which
 #   python tools/compare_norms.py --rebuild-from docs/study/bccd/controlled/results.json --out DIR
 # rebuilds them without training.
@@ -33,6 +38,9 @@ fi
 # 2 cells at a time, 1 torch thread each (the fastest use of 2 cores); niced: the cores are shared.
 RUN=(nice -n 10 "$PY" tools/compare_norms.py --jobs 2 --threads 1 --seeds "$SEEDS"
      --delete-weights)
+# --reuse-from the committed results of $1 (dataset/design), where there are any
+reuse() { [[ -f docs/study/$1/results.json && "${SMOKE:-0}" != 1 ]] &&
+            echo "docs/study/$1/results.json" || true; }
 S=../shared/data
 C=output/real/coco
 
@@ -53,24 +61,28 @@ toy() {  # controlled design: 2000 images = 250 steps of 8, SGD 0.02, fp32 (bf16
          # at 160 px). BN at every batch, BRN and GN at 1 and 8, the other batch-independent norms
          # at 8 only (their cells are one training at every batch); FrozenBN from scratch shows
          # what it does without statistics
+  local R
+  R=$(reuse toy/controlled)
   "${RUN[@]}" --design controlled --base-config configs/toy/compare_norms_shapes.yaml \
       --batches 1,2,4,8 --presets bn_all,brn_all,gn_all,gnws_all,frn_all,evonorm_all,frozenbn \
       --preset-batches brn_all=1,8 --preset-batches gn_all=1,8 --preset-batches gnws_all=8 \
       --preset-batches frn_all=8 --preset-batches evonorm_all=8 --preset-batches frozenbn=8 \
-      "${SMOKE_FLAGS[@]}" --out "$OUT/toy" MODEL.PRECISION fp32
+      "${SMOKE_FLAGS[@]}" ${R:+--reuse-from "$R"} --out "$OUT/toy" MODEL.PRECISION fp32
 }
 
 real() {  # $1: bccd or raccoon; the base config holds the model, data and schedule
-  local base=configs/study/Base-Study-${2}.yaml
+  local base=configs/study/Base-Study-${2}.yaml R
+  R=$(reuse "$1/controlled")
   # controlled: 480 images = 120 steps of 4 (1 x 4, 2 x 2, 4 x 1), AdamW 0.002
   "${RUN[@]}" --design controlled --base-config "$base" --batches 1,2,4 \
       --presets bn_all,brn_all,gn_all,gnws_all --preset-batches brn_all=1,4 \
       --preset-batches gn_all=1,4 --preset-batches gnws_all=4 \
-      "${SMOKE_FLAGS[@]}" --out "$OUT/$1"
+      "${SMOKE_FLAGS[@]}" ${R:+--reuse-from "$R"} --out "$OUT/$1"
+  R=$(reuse "$1/budget")
   # budget: 360 images at b = 1, 2 (360, 180 steps); b = 4 gets the floor of b = 2's 180 steps
   "${RUN[@]}" --design budget --base-config "$base" --batches 1,2,4 \
       --presets bn_all,gn_all,gnws_all --max-images 360 --min-steps-batch 2 \
-      "${SMOKE_FLAGS[@]}" --out "$OUT/$1"
+      "${SMOKE_FLAGS[@]}" ${R:+--reuse-from "$R"} --out "$OUT/$1"
 }
 
 tune() {  # $1: bccd or raccoon. The budget rule on the tune split, 1 seed: does doubling the

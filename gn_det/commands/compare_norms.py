@@ -43,8 +43,10 @@ recall/precision evaluator, result.json) and runs in its own process. A rerun of
 reuses finished cells and continues interrupted ones from their last checkpoint (--restart: from
 iteration 0). OUT/<design>/results.csv, results.json, results.md, ap_vs_batch.png and
 ap50_vs_batch.png are rewritten after every cell; results.json alone rebuilds them
-(--rebuild-from). Intervals: Student's t over seeds (gn_det.study.stats). Trailing KEY VALUE
-pairs are config overrides for every cell. Errors are one line (--debug for the traceback).
+(--rebuild-from), and continues the study in another checkout or on another machine
+(--reuse-from: its finished cells stand in for cells of the same config and training precision).
+Intervals: Student's t over seeds (gn_det.study.stats). Trailing KEY VALUE pairs are config
+overrides for every cell. Errors are one line (--debug for the traceback).
 """
 import argparse
 import dataclasses
@@ -69,6 +71,7 @@ from ..study.outputs import (design_folder, dry_run, grid_info, rebuild, warn_if
                              write_outputs)
 from ..study.estimate import estimate_grid, format_estimate, time_steps
 from ..study.runner import run_grid
+from ..utils.file_io import read_json
 
 DEFAULT_BASE_CONFIG = str(config_dir() / "toy" / "compare_norms_shapes.yaml")
 PROG = "compare_norms"
@@ -176,6 +179,10 @@ def parse_args(argv=None):
     r.add_argument("--delete-weights", action="store_true",
                    help="keep no checkpoint of a finished cell, model_final.pth included "
                         "(result.json is what the study reads)")
+    r.add_argument("--reuse-from", metavar="RESULTS_JSON",
+                   help="take finished cells from an earlier results.json (e.g. one committed "
+                        "under docs/study/) where config and training precision match, so a "
+                        "study continues on another machine or checkout; the rest run")
     r.add_argument("--rebuild-from", metavar="RESULTS_JSON",
                    help="rewrite the tables and plots of a results.json into --out, without "
                         "training, and exit")
@@ -277,9 +284,13 @@ def epoch_images(cfg, epochs: float, design: str, batches, effective_batch: int)
     return max(1, math.ceil(epochs * kept / step)) * step
 
 
-def resolve_precision_name(cfg) -> str:
-    """The precision the cells train in (MODEL.PRECISION resolved on this machine)."""
-    return precision_from_cfg(cfg, log=False).describe()
+def read_reusable_rows(path: str) -> list:
+    """The cells of a results.json given to --reuse-from (one-line error if it is not one)."""
+    data = read_json(path, "--reuse-from results")
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise ValueError(f"--reuse-from {path}: not a compare_norms results.json (no 'cells' "
+                         f"list)")
+    return data["cells"]
 
 
 def _interrupt(signum, frame):
@@ -310,9 +321,10 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         est = estimate_grid(grid, time_steps(grid, args.out, args.estimate), args.jobs)
-        precision = resolve_precision_name(first)
+        precision = precision_from_cfg(first, log=False).describe()
         print(format_estimate(est, precision, torch.get_num_threads()))
         return 0
+    reuse = read_reusable_rows(args.reuse_from) if args.reuse_from else []
     os.makedirs(args.out, exist_ok=True)
     info = grid_info(grid, argv, first)
     info["grid"].update(jobs=args.jobs, threads=args.threads or None, reference=args.reference)
@@ -327,7 +339,8 @@ def main(argv=None) -> int:
         rows = run_grid(grid, args.out, resume=not args.restart,
                         keep_checkpoints=args.keep_checkpoints, jobs=args.jobs,
                         threads=args.threads, delete_weights=args.delete_weights,
-                        on_update=lambda rows: write_outputs(rows, info, args.out))
+                        on_update=lambda rows: write_outputs(rows, info, args.out),
+                        reuse=reuse, reuse_source=args.reuse_from or "")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun the same command to continue (finished cells are "
               f"skipped)", file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import shlex
 import time
 
+from ..engine.precision import precision_from_cfg
 from ..utils.file_io import read_json
 from ..utils.machine import machine_info
 from .ap_plot import plot_ap_vs_batch
@@ -35,6 +36,7 @@ def grid_info(grid, argv, cfg) -> dict:
                      "opts": list(p.opts), "config_file": p.config_file} for p in grid.presets],
         "batches": list(grid.batches), "seeds": grid.seeds,
         "schedule": dataclasses.asdict(grid.schedule), "precision": cfg.MODEL.PRECISION,
+        "precision_used": precision_from_cfg(cfg, log=False).describe(),
         "interval": INTERVAL, "opts": [str(o) for o in grid.opts],
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }, "machine": machine_info()}
@@ -43,6 +45,7 @@ def grid_info(grid, argv, cfg) -> dict:
 def markdown_header(info: dict) -> str:
     g, m, s = info["grid"], info["machine"], info["grid"]["schedule"]
     steps = ", ".join(f"{f:g}" for f in s["step_fractions"]) or "none"
+    used = f", run as {g['precision_used']}" if g.get("precision_used") else ""
     design = DESIGN_TEXT[g["design"]].format(effective=g.get("effective_batch"),
                                              min_steps=s.get("min_steps", 0))
     return (f"Command: `{g['command']}`\n\n"
@@ -51,7 +54,7 @@ def markdown_header(info: dict) -> str:
             f"BASE_LR = {s['lr_per_image']:g} x the optimizer's batch ({s['optimizer']}), "
             f"warm-up {s['warmup_images']} images, LR steps at {steps} of the schedule; seeds "
             f"{', '.join(str(x) for x in g['seeds'])} (SEED: initial weights, data order); "
-            f"MODEL.PRECISION {g.get('precision', '?')}.\n"
+            f"MODEL.PRECISION {g.get('precision', '?')}{used}.\n"
             f"Machine: {m['cpu']}, {m['usable_cores']} usable cores; {g.get('jobs', '?')} "
             f"cell(s) at a time, {g.get('threads') or m['torch_threads']} torch thread(s) each; "
             f"torch {m.get('torch', '?')}.\n")

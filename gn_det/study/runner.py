@@ -5,10 +5,13 @@ A cell's folder OUT/<design>/<preset>/bs<batch>/seed<seed>/ holds cell.yaml (its
 the trainer's outputs, process.log, and result.json once finished (done, or diverged: a non-finite
 loss), which is what makes a rerun skip it. A cell that crashed gets failed.json instead and runs
 again on a rerun; an interrupted one continues from its last checkpoint (resume, the default), or
-restarts from iteration 0.
+restarts from iteration 0. Finished rows of an earlier results.json (e.g. one committed under
+docs/, from another machine) stand in for cells with the same config and training precision.
 """
 import concurrent.futures
 import glob
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 import yaml
 
+from ..engine.precision import precision_from_cfg
 from ..utils.file_io import JSONFileError, atomic_write, read_json, write_json
 from ..utils.machine import peak_rss_mb
 from ..utils.processes import child_env
@@ -186,15 +190,37 @@ def _exit_reason(rc: int, log_path: str) -> str:
     return f"exit code {rc}: {last[:300]}" if last else f"exit code {rc}"
 
 
+def config_digest(cfg_yaml: str) -> str:
+    """sha256 (16 hex digits) of a dumped config without the keys that may differ between runs
+    of the same cell (_IGNORED_KEYS): equal digests mean the same training."""
+    flat = {k: v for k, v in _flatten(yaml.safe_load(cfg_yaml) or {}).items()
+            if k not in _IGNORED_KEYS}
+    text = json.dumps(flat, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def cell_record(cell: Cell, cfg, folder: str) -> Dict[str, object]:
-    """What a cell is, from its config (the part of its row known before it runs)."""
+    """What a cell is, from its config (the part of its row known before it runs), with the
+    config's digest and the precision it trains in on this machine (what reuse must match)."""
     s = cfg.SOLVER
     effective = cell.batch * s.ACCUMULATE_STEPS
     return {"design": cell.design, "preset": cell.preset.name, "batch": cell.batch,
             "seed": cell.seed, "accumulate_steps": s.ACCUMULATE_STEPS,
             "effective_batch": effective, "images": s.MAX_ITER * effective,
             "max_iter": s.MAX_ITER, "base_lr": s.BASE_LR, "warmup_iters": s.WARMUP_ITERS,
-            "steps": list(s.STEPS), "folder": folder}
+            "steps": list(s.STEPS), "folder": folder, "config_digest": config_digest(cfg.dump()),
+            "train_precision": precision_from_cfg(cfg, log=False).name}
+
+
+def reusable_row(record: Dict, rows: Sequence[Dict]) -> Optional[Dict]:
+    """The finished row of `rows` (an earlier results.json's cells) that is this cell: same
+    design, preset, batch and seed, config digest and training precision; else None. Rows
+    written before digests were recorded never match."""
+    keys = ("design", "preset", "batch", "seed", "config_digest", "train_precision")
+    for row in rows:
+        if row.get("status") in FINISHED and all(row.get(k) == record[k] for k in keys):
+            return row
+    return None
 
 
 def run_cell(cell: Cell, cfg, folder: str, resume: bool = True,
@@ -237,7 +263,7 @@ def describe(record: Dict) -> str:
     if record["status"] == "failed":
         return f"FAILED ({record['error']})"
     if record["status"] == "diverged":
-        return f"diverged after {record['start_iter'] + record['iterations']} iterations"
+        return f"diverged after {(record.get('start_iter') or 0) + record['iterations']} iterations"
     ap, ap50 = (("-" if record.get(k) is None else f"{record[k]:.1f}") for k in ("AP", "AP50"))
     return f"AP {ap}  AP50 {ap50}"
 
@@ -246,11 +272,14 @@ def run_grid(grid: Grid, out: str, resume: bool = True, keep_checkpoints: bool =
              jobs: int = 1, threads: int = 0, delete_weights: bool = False,
              on_update: Callable[[List[Dict]], None] = lambda rows: None,
              log: Callable[[str], None] = lambda line: print(line, flush=True),
-             command: Optional[Sequence[str]] = None) -> List[Dict]:
+             command: Optional[Sequence[str]] = None,
+             reuse: Sequence[Dict] = (), reuse_source: str = "") -> List[Dict]:
     """Run (or skip) every cell, `jobs` at a time, in grid order; `on_update(rows)` after each
     cell with the rows so far, in grid order. `threads` > 0: torch threads per cell.
     `resume`: interrupted cells continue from their last checkpoint (else restart);
-    `delete_weights`: a finished cell keeps no checkpoint at all.
+    `delete_weights`: a finished cell keeps no checkpoint at all; `reuse`: rows of an earlier
+    results.json (`reuse_source`) whose matching finished cells are written into their folders
+    as finished (reusable_row) instead of run.
 
     Every cell's config is built and validated before the first one runs."""
     if jobs < 1:
@@ -261,13 +290,20 @@ def run_grid(grid: Grid, out: str, resume: bool = True, keep_checkpoints: bool =
     tags = [f"[{i + 1:>{width}}/{n}] {cell.key}" for i, cell in enumerate(cells)]
     eta, rows, pending = Eta(), {}, []
     for i, (cell, cfg) in enumerate(zip(cells, configs)):
-        reused = prepare_folder(cell, cell.folder(out), cfg.dump(), resume)
+        folder = cell.folder(out)
+        reused = prepare_folder(cell, folder, cfg.dump(), resume)
+        earlier = reusable_row(cell_record(cell, cfg, folder), reuse) if reused is None else None
+        if earlier is not None:
+            reused = dict(earlier, folder=folder)
+            write_json(os.path.join(folder, RESULT), reused, indent=1)
+            log(f"{tags[i]}: taken from {reuse_source}: {describe(reused)}")
+        elif reused is not None:
+            log(f"{tags[i]}: finished earlier, skipped: {describe(reused)}")
         if reused is None:
             pending.append(i)
             continue
         eta.add(cell.batch, reused["wall_s"])
         rows[i] = reused
-        log(f"{tags[i]}: finished earlier, skipped: {describe(reused)}")
     if rows:
         on_update([rows[i] for i in sorted(rows)])
     lock, running, started = threading.Lock(), set(), time.perf_counter()

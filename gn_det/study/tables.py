@@ -18,7 +18,7 @@ FIELDS = ["design", "preset", "batch", "seed", "status", "AP", "AP50", "AP75", "
           "precision", "f1", "main_iou", "main_score", "accumulate_steps", "effective_batch",
           "images", "max_iter", "iterations", "base_lr", "warmup_iters", "steps", "train_s",
           "s_per_iter", "eval_s", "wall_s", "cpu_s", "peak_rss_mb", "init_digest", "error",
-          "folder"]
+          "folder", "config_digest", "train_precision"]
 
 
 def _pct(v: Optional[float]) -> Optional[float]:

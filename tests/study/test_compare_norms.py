@@ -68,6 +68,8 @@ def test_outputs_are_written(grid):
     assert "| gn_all " in md and "| 1 img/GPU " in md and "| 2 img/GPU " in md
     assert " ± " in md and "(2) " in md and "paired by seed, n = 2" in md
     assert md.startswith("Command: `") and "Machine: " in md and "budget design" in md
+    used = data["grid"]["precision_used"]  # what MODEL.PRECISION resolved to on this machine
+    assert used.split()[0] in ("fp32", "bf16") and f"run as {used}." in md
     for name in ("ap_vs_batch.png", "ap50_vs_batch.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG"
@@ -136,6 +138,22 @@ def test_tables_and_plots_rebuild_from_results_json_alone(grid, tmp_path, capsys
     assert (out / "budget" / "ap_vs_batch.png").is_file()
 
 
+@pytest.mark.slow
+def test_a_committed_results_json_continues_the_study_elsewhere(grid, tiny_shapes, tmp_path):
+    """--reuse-from: another checkout (a new --out) takes the finished cells instead of training
+    them, and a grid with one more seed trains only that seed's cells."""
+    source = tmp_path / "committed.json"
+    source.write_text((grid["out"] / "budget" / "results.json").read_text())
+    out = tmp_path / "elsewhere"
+    r = run_tool(tiny_args(tiny_shapes, out, ["--seeds", "3", "--reuse-from", str(source)]))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.stdout.count(f"taken from {source}: AP ") == 4
+    assert r.stdout.count(": started, ") == 2 and "seed2: started" in r.stdout
+    data = json.loads((out / "budget" / "results.json").read_text())
+    original = json.loads(source.read_text())["cells"]
+    assert [c["AP"] for c in data["cells"][:4]] == [c["AP"] for c in original]
+
+
 @pytest.fixture(scope="module")
 def tool():
     return compare_norms
@@ -167,6 +185,7 @@ def test_bad_flags_are_one_line_usage_errors(tool, capsys, flags, message):
      "--effective-batch 3: the controlled design accumulates"),
     (["--max-images", "5"], [], "--max-images 5 is not a multiple of batch 2"),
     (["--config", "missing.yaml"], [], "--config missing.yaml: no such file"),
+    (["--reuse-from", "missing.json"], [], "missing.json: no such --reuse-from results file"),
     ([], ["SOLVER.MAX_ITER", "3"], "SOLVER.MAX_ITER is set per cell by the grid"),
     ([], ["MODEL.RETINANET.NUM_CLASSES", "9"], "dataset 'cn_train' has 4 classes"),
 ])

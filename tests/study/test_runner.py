@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from gn_det.study.grid import PRESETS, Cell
-from gn_det.study.runner import (FAILED, RESULT, Eta, config_differences, describe,
-                                 format_seconds, prepare_folder, remove_checkpoints, run_cell,
+from gn_det.study.runner import (FAILED, RESULT, Eta, cell_record, config_differences,
+                                 config_digest, describe, format_seconds, prepare_folder,
+                                 remove_checkpoints, reusable_row, run_cell, run_grid,
                                  run_process)
 from gn_det.study.train_cell import CELL_CONFIG, TRAIN_RESULT
 
@@ -189,3 +190,55 @@ def test_describe_outcomes():
         "diverged after 15 iterations"
     assert describe({"status": "failed", "error": "exit code 1: boom"}) == \
         "FAILED (exit code 1: boom)"
+
+
+def test_config_digest_ignores_output_dir_only():
+    assert config_digest(CONFIG) == config_digest(CONFIG.replace("/a", "/elsewhere"))
+    assert config_digest(CONFIG) != config_digest(CONFIG.replace("0.005", "0.006"))
+
+
+class TwoCells:
+    """A grid's interface for run_grid: two cells of one preset, configs from `cfg`."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def cells(self):
+        return [Cell(PRESETS["bn_all"], 1, seed=0, design="controlled"),
+                Cell(PRESETS["bn_all"], 2, seed=0, design="controlled")]
+
+    def cell_cfg(self, cell, out):
+        cfg = self.cfg.clone()
+        cfg.SOLVER.ACCUMULATE_STEPS = 2 // cell.batch
+        cfg.OUTPUT_DIR = cell.folder(out)
+        return cfg
+
+
+def test_rows_of_an_earlier_results_json_stand_in_for_matching_cells(tmp_path, cfg_for_cell):
+    grid = TwoCells(cfg_for_cell)
+    earlier = str(tmp_path / "other_checkout")
+    rows = []
+    for cell in grid.cells():  # as a results.json written elsewhere holds them
+        record = cell_record(cell, grid.cell_cfg(cell, earlier), "controlled/x")
+        rows.append(dict(record, status="done", AP=30.0 + cell.batch, AP50=60.0,
+                         peak_rss_mb=900.0, wall_s=5.0))
+    assert reusable_row(cell_record(grid.cells()[0], grid.cell_cfg(grid.cells()[0], "o"), "f"),
+                        rows) is rows[0]
+    rows[1]["train_precision"] = "bf16" if rows[1]["train_precision"] == "fp32" else "fp32"
+    lines = []
+    out = str(tmp_path / "out")
+    result = run_grid(grid, out, log=lines.append, reuse=rows, reuse_source="docs/r.json",
+                      command=python("import sys; sys.exit(3)"))
+    # the first cell is taken (and written, so a rerun skips it); the second trained in another
+    # precision, so it runs (and fails here: the command exits 3)
+    assert [(r["batch"], r["status"], r.get("AP")) for r in result] == [
+        (1, "done", 31.0), (2, "failed", None)]
+    assert lines[0].endswith("bn_all/bs1/seed0: taken from docs/r.json: AP 31.0  AP50 60.0")
+    with open(os.path.join(grid.cells()[0].folder(out), RESULT)) as f:
+        assert json.load(f)["folder"] == grid.cells()[0].folder(out)
+    rows[0]["config_digest"] = None  # a row from before digests: never taken
+    assert reusable_row(cell_record(grid.cells()[0], grid.cell_cfg(grid.cells()[0], "o"), "f"),
+                        rows) is None
+    lines.clear()
+    run_grid(grid, out, log=lines.append, command=python("import sys; sys.exit(3)"))
+    assert lines[0].endswith("bn_all/bs1/seed0: finished earlier, skipped: AP 31.0  AP50 60.0")

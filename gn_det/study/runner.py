@@ -292,7 +292,8 @@ def run_grid(grid: Grid, out: str, resume: bool = True, keep_checkpoints: bool =
     for i, (cell, cfg) in enumerate(zip(cells, configs)):
         folder = cell.folder(out)
         reused = prepare_folder(cell, folder, cfg.dump(), resume)
-        earlier = reusable_row(cell_record(cell, cfg, folder), reuse) if reused is None else None
+        earlier = (reusable_row(cell_record(cell, cfg, folder), reuse)
+                   if reused is None and reuse else None)
         if earlier is not None:
             reused = dict(earlier, folder=folder)
             write_json(os.path.join(folder, RESULT), reused, indent=1)

@@ -64,6 +64,15 @@ def design_folder(out: str, design: str) -> str:
     return os.path.join(out, design)
 
 
+def plot_title(rows, grid: dict, key: str) -> str:
+    """A plot's title: metric, data, design and the seeds with a finished cell (of those asked)."""
+    done = len({r["seed"] for r in rows if r.get("status") in ("done", "diverged")})
+    asked = len(grid["seeds"])
+    seeds = f"{done} seed(s)" if done == asked else f"{done} of {asked} seeds"
+    return (f"{key} vs images per GPU: {', '.join(grid['train_dataset'])}, {grid['design']} "
+            f"design, {seeds}")
+
+
 def write_outputs(rows, info, out, cell_folders_in_out: bool = True):
     """results.csv, results.json, results.md, ap_vs_batch.png and ap50_vs_batch.png of the rows
     so far, in OUT/<design>/; cell folders are written relative to OUT (committable), from the
@@ -80,9 +89,8 @@ def write_outputs(rows, info, out, cell_folders_in_out: bool = True):
     write_json(rows, info, os.path.join(folder, "results.json"))
     write_markdown(format_markdown(rows, g["presets"], g["batches"], markdown_header(info),
                                    g.get("reference")), os.path.join(folder, "results.md"))
-    data = ", ".join(g["train_dataset"])
     for key, name in (("AP", "ap_vs_batch.png"), ("AP50", "ap50_vs_batch.png")):
-        title = f"{key} vs images per GPU: {data}, {g['design']} design, {len(g['seeds'])} seed(s)"
+        title = plot_title(rows, g, key)
         plot_ap_vs_batch(rows, names, g["batches"], os.path.join(folder, name), title, key)
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from gn_det.study.outputs import markdown_header, rebuild
+from gn_det.study.outputs import markdown_header, plot_title, rebuild
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INFO = {"grid": {"command": "python tools/compare_norms.py", "train_dataset": ["a_train"],
@@ -31,3 +31,12 @@ def test_committed_results_rebuild(results, tmp_path):
     design = os.path.basename(os.path.dirname(results))
     text = (tmp_path / design / "results.md").read_text()
     assert text.startswith("Command: `") and "| bn_all " in text
+
+
+def test_plot_title_counts_the_seeds_that_finished():
+    rows = [{"seed": 0, "status": "done"}, {"seed": 1, "status": "diverged"},
+            {"seed": 2, "status": "failed"}]
+    assert plot_title(rows, INFO["grid"], "AP") == \
+        "AP vs images per GPU: a_train, controlled design, 2 of 3 seeds"
+    rows[2]["status"] = "done"
+    assert plot_title(rows, INFO["grid"], "AP50").endswith("design, 3 seed(s)")

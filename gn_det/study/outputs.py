@@ -11,6 +11,7 @@ from ..engine.precision import precision_from_cfg
 from ..utils.file_io import read_json
 from ..utils.machine import machine_info
 from .ap_plot import plot_ap_vs_batch
+from .runner import FINISHED
 from .stats import INTERVAL
 from .tables import format_markdown, write_csv, write_json, write_markdown
 
@@ -66,7 +67,7 @@ def design_folder(out: str, design: str) -> str:
 
 def plot_title(rows, grid: dict, key: str) -> str:
     """A plot's title: metric, data, design and the seeds with a finished cell (of those asked)."""
-    done = len({r["seed"] for r in rows if r.get("status") in ("done", "diverged")})
+    done = len({r["seed"] for r in rows if r.get("status") in FINISHED})
     asked = len(grid["seeds"])
     seeds = f"{done} seed(s)" if done == asked else f"{done} of {asked} seeds"
     return (f"{key} vs images per GPU: {', '.join(grid['train_dataset'])}, {grid['design']} "

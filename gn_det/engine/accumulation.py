@@ -53,8 +53,8 @@ class AccumulatingTrainer(SimpleTrainer):
             amp = precision.mixed
             precision = precision.dtype if amp else None
         self.amp_device = _device_type(model) if amp else None
-        self.precision = precision or (torch.float16 if self.amp_device == "cuda"
-                                       else torch.bfloat16)
+        self.precision = (precision or (torch.float16 if self.amp_device == "cuda"
+                                        else torch.bfloat16)) if amp else torch.float32
         if grad_scaler is None and amp and self.precision == torch.float16:
             grad_scaler = make_grad_scaler(self.amp_device)
         self.grad_scaler = grad_scaler

@@ -35,9 +35,10 @@ def test_trainer_runs_and_states_per_gpu_batch(tiny_train_opts, caplog):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises CPU AMP (bf16)")
 def test_amp_with_accumulation_trains_on_cpu_in_bf16(tiny_train_opts):
+    # PRECISION_FALLBACK none: bf16 even on a CPU without bf16 units (emulated, slower)
     cfg = load_cfg(TOY_CONFIG, tiny_train_opts + [
         "SOLVER.AMP.ENABLED", "True", "SOLVER.ACCUMULATE_STEPS", "2", "SOLVER.MAX_ITER", "2",
-        "DATASETS.TEST", "()"])
+        "MODEL.PRECISION_FALLBACK", "none", "DATASETS.TEST", "()"])
     register_datasets_from_cfg(cfg)
     trainer = Trainer(cfg)
     assert (trainer._trainer.precision, trainer._trainer.grad_scaler) == (torch.bfloat16, None)

@@ -16,10 +16,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Lint first (.ruff.toml), then the suite; pytest exits 5 when it collects no tests, which make
-# treats as a failure like any other.
+# treats as a failure like any other. The 20 slowest tests are listed, to keep the suite's time in view.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --durations=20 $(PYTEST_ARGS)
 
 # The inner loop: lint and the tests without the slow and multi-process tiers (tests/pytest.ini).
 test-quick: setup

@@ -4,12 +4,13 @@
 # per stage assume 2 cores (bf16 on the real data, fp32 on the toy); docs/RESULTS.md has the
 # measured times (BCCD: 37 min per design on a Xeon with AMX, 2026-12-05). A CPU without bf16
 # units (no amx_bf16 / avx512_bf16) trains the real data in fp32, about 3x as long: raccoon's
-# controlled design took 26 min in bf16 on the Xeon, 89 min in fp32 on an AMD EPYC (2026-12-06).
+# controlled design took 26 min in bf16 on the Xeon, 89 min in fp32 on an AMD EPYC, and its budget
+# design 1 h 51 min in fp32 there (2026-12-06).
 #
 #   bash docs/study/run_study.sh convert          # the COCO files and the toy shapes, once
-#   bash docs/study/run_study.sh toy              # ~2.0 h
+#   bash docs/study/run_study.sh toy              # ~1.7 h measured (fp32, 36 cells)
 #   bash docs/study/run_study.sh bccd             # 1.2 h measured (controlled 37 min, budget 37 min)
-#   bash docs/study/run_study.sh raccoon          # ~1 h with bf16 units, ~3 h without
+#   bash docs/study/run_study.sh raccoon          # ~1 h with bf16 units, 3.3 h measured without
 #   bash docs/study/run_study.sh tune bccd        # optional: the budget rule 1x vs 2x, ~0.5 h
 #   bash docs/study/run_study.sh commit           # per-cell results -> docs/study/ (git add them)
 #

@@ -107,7 +107,7 @@ commit() {  # the per-cell results and what they rebuild, small files only
   done
 }
 
-[[ $# -gt 0 ]] || { sed -n '2,20p' "$0"; exit 2; }
+[[ $# -gt 0 ]] || { sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2; }
 case "$1" in
   convert) convert ;;
   toy) toy ;;

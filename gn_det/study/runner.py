@@ -199,18 +199,16 @@ def config_digest(cfg_yaml: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cell_record(cell: Cell, cfg, folder: str, cfg_yaml: Optional[str] = None) -> Dict[str, object]:
+def cell_record(cell: Cell, cfg, folder: str) -> Dict[str, object]:
     """What a cell is, from its config (the part of its row known before it runs), with the
-    config's digest and the precision it trains in on this machine (what reuse must match).
-    ``cfg_yaml``: ``cfg.dump()`` when the caller has it already."""
+    config's digest and the precision it trains in on this machine (what reuse must match)."""
     s = cfg.SOLVER
     effective = cell.batch * s.ACCUMULATE_STEPS
     return {"design": cell.design, "preset": cell.preset.name, "batch": cell.batch,
             "seed": cell.seed, "accumulate_steps": s.ACCUMULATE_STEPS,
             "effective_batch": effective, "images": s.MAX_ITER * effective,
             "max_iter": s.MAX_ITER, "base_lr": s.BASE_LR, "warmup_iters": s.WARMUP_ITERS,
-            "steps": list(s.STEPS), "folder": folder,
-            "config_digest": config_digest(cfg_yaml or cfg.dump()),
+            "steps": list(s.STEPS), "folder": folder, "config_digest": config_digest(cfg.dump()),
             "train_precision": precision_from_cfg(cfg, log=False).name}
 
 
@@ -293,9 +291,8 @@ def run_grid(grid: Grid, out: str, resume: bool = True, keep_checkpoints: bool =
     eta, rows, pending = Eta(), {}, []
     for i, (cell, cfg) in enumerate(zip(cells, configs)):
         folder = cell.folder(out)
-        dumped = cfg.dump()
-        reused = prepare_folder(cell, folder, dumped, resume)
-        earlier = (reusable_row(cell_record(cell, cfg, folder, dumped), reuse)
+        reused = prepare_folder(cell, folder, cfg.dump(), resume)
+        earlier = (reusable_row(cell_record(cell, cfg, folder), reuse)
                    if reused is None and reuse else None)
         if earlier is not None:
             reused = dict(earlier, folder=folder)
